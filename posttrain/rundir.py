@@ -1,0 +1,123 @@
+"""Run directories and their row in the store.
+
+`runs/<name>/` is written as `runs/.<name>.partial/` and renamed only when the run is
+complete, so a directory under its final name is always whole. A killed run leaves the
+partial directory (with its checkpoints) and a `running` row whose heartbeat stops; `--resume`
+picks both up again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from posttrain.errors import PosttrainError
+from posttrain.store import Store
+
+HEARTBEAT_S = 15.0
+
+
+def default_run_name(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass
+class RunDir:
+    """Paths of one run; `path` is where files go while it runs."""
+
+    root: Path
+    name: str
+
+    @property
+    def final(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def partial(self) -> Path:
+        return self.root / f".{self.name}.partial"
+
+    @property
+    def path(self) -> Path:
+        return self.final if self.final.exists() else self.partial
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @classmethod
+    def start(cls, root: str | Path, name: str, resume: bool) -> RunDir:
+        """Claim a run directory, refusing to overwrite a finished run or to clobber a killed one."""
+        run = cls(Path(root), name)
+        if run.final.exists():
+            raise PosttrainError(f"run '{name}' is already complete at {run.final}; pick another --name")
+        if resume and not run.partial.exists():
+            raise PosttrainError(f"nothing to resume: {run.partial} does not exist (was the run started?)")
+        if not resume and run.partial.exists():
+            raise PosttrainError(
+                f"an unfinished run '{name}' exists at {run.partial}; add --resume to continue it "
+                "or delete that directory to start over"
+            )
+        run.partial.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def finish(self) -> Path:
+        """Rename the partial directory to its final name (atomic on one filesystem)."""
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.path / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+class _Heartbeat:
+    def __init__(self, store: Store, run_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(store, run_id), daemon=True)
+        self._thread.start()
+
+    def _beat(self, store: Store, run_id: int) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # a missed beat only makes the run look stale sooner
+                store.heartbeat(run_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@contextmanager
+def tracked_run(store: Store, kind: str, run: RunDir, config: dict[str, Any], resume: bool) -> Iterator[int]:
+    """A store row for the run: `running` with a heartbeat, then `failed` if the body raises.
+
+    The body sets completed/diverged itself; on resume the existing row is reused.
+    """
+    existing = store.find_run(run.name) if resume else None
+    if existing is not None:
+        run_id = existing.id
+        store.update_run(run_id, status="running", error="", run_dir=str(run.path))
+    else:
+        run_id = store.create_run(run.name, kind, config, str(run.path))
+    beat = _Heartbeat(store, run_id)
+    try:
+        yield run_id
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    finally:
+        beat.stop()

@@ -1,0 +1,49 @@
+"""Model specs, the deterministic tiny model, and LoRA reset on the resident base."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posttrain.errors import PosttrainError
+from posttrain.models import ResidentModel, device_settings, materialize, parameter_count, resolve
+
+
+def test_tiny_random_is_deterministic(tiny_spec, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    first = load_file(materialize("tiny-random") / "model.safetensors")
+    monkeypatch.setenv("POSTTRAIN_HOME", str(tmp_path))
+    torch.manual_seed(1234)  # the caller's RNG state must not matter
+    second = load_file(materialize("tiny-random") / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_reset_restores_base_logits_exactly(tiny_spec):
+    resident = ResidentModel(tiny_spec)
+    ids = torch.tensor([[1, 500, 900, 42, 7]])
+    with torch.no_grad():
+        base = resident.base(input_ids=ids).logits.clone()
+    model = resident.fresh_adapter(8, 16, 0.0, seed=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05)
+        changed = model(input_ids=ids).logits
+    assert not torch.allclose(changed, base)
+    resident.reset_adapter()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, base)
+    trainable, total = parameter_count(model)
+    assert 0 < trainable < total
+
+
+def test_device_settings_on_cpu():
+    s = device_settings("cpu")
+    assert s.dtype == torch.float32 and s.attn_implementation == "sdpa"
+
+
+def test_unknown_local_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(PosttrainError, match="no config.json"):
+        resolve(str(tmp_path))
