@@ -22,6 +22,7 @@ runs_app = typer.Typer(help="Runs recorded in the history store.", no_args_is_he
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 console = Console()
+STALE_GRACE_S = 300.0  # 20 missed heartbeats: the process is gone, not busy
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="A preset shipped in posttrain/presets.")]
@@ -215,7 +216,9 @@ def runs_list(
     from posttrain.pipelines.finetune import open_store
     from posttrain.report import runs_table
 
-    console.print(runs_table(open_store(store, output_dir).list_runs(limit=limit)))
+    st = open_store(store, output_dir)
+    st.mark_stale_running(STALE_GRACE_S)
+    console.print(runs_table(st.list_runs(limit=limit)))
 
 
 @runs_app.command("show")
@@ -232,8 +235,30 @@ def runs_show(
     console.print(run_detail(st.get_run(run_id), st.list_episodes(run_id)))
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress bars and summaries, not library deprecation chatter."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for name in ("transformers", "trl", "peft", "datasets", "accelerate", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback."""
+    _quiet_libraries()
     try:
         app()
     except PosttrainError as err:

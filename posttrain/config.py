@@ -245,3 +245,21 @@ def load_config(
 def dump_config(cfg: BaseModel, path: Path) -> None:
     """Write the fully resolved config, so any run can be repeated from its own directory."""
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def config_reference(cls: type[BaseModel]) -> str:
+    """A markdown table of every key, its default and its help (README's config reference)."""
+    defaults = cls().model_dump(mode="json")
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], values: dict[str, Any], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, values[name], f"{prefix}{name}.")
+            else:
+                shown = json.dumps(values[name])
+                lines.append(f"| `{prefix}{name}` | `{shown}` | {field.description} |")
+
+    walk(cls, defaults, "")
+    return "\n".join(lines) + "\n"

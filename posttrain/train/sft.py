@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from torch import nn
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
@@ -34,7 +35,40 @@ from posttrain.train.common import (
 
 
 class GuardedSFTTrainer(GuardMixin, SFTTrainer):
-    """SFTTrainer that refuses NaN/inf updates."""
+    """SFTTrainer that refuses NaN/inf updates and projects to the vocabulary only where it must.
+
+    TRL's default loss runs a chunked fused LM head over every position and also computes
+    entropy; on CPU that was half of each step (measured with cProfile on smollm2-135m). The
+    loss only needs logits at positions with a label, so we ask the model for exactly those
+    (`logits_to_keep` with indices) and take plain cross-entropy there. Same loss, same
+    normalisation (`num_items_in_batch`), through the model's own forward so DDP/FSDP hooks run.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        mode = "train" if self.model.training else "eval"
+        labels = inputs.get("shift_labels")
+        if labels is None:
+            labels = nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=-100)
+        keep = (labels != -100).any(0).nonzero().squeeze(-1)
+        forward = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
+        outputs = model(**forward, use_cache=False, logits_to_keep=keep)
+        targets = labels[:, keep]
+        logits = outputs.logits.float()
+        total = nn.functional.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+        )
+        counted = (targets != -100).sum()
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else counted.clamp(min=1))
+        with torch.no_grad():
+            right = ((logits.argmax(-1) == targets) & (targets != -100)).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((right / counted.clamp(min=1)).item())
+        if mode == "train":
+            if "attention_mask" in inputs:
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            else:
+                self._total_train_tokens += int(inputs["position_ids"].size(1))
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss
 
 
 @dataclass

@@ -81,3 +81,35 @@ def test_resident_model_never_reloads(resident, data, tmp_path):
     assert (
         sum("lora_A" in n for n, _ in resident.model.named_parameters()) == 14
     )  # one adapter, 7 targets x 2 layers
+
+
+def test_packed_examples_do_not_attend_to_each_other(resident):
+    """Packing relies on transformers building a block-diagonal mask from reset position_ids."""
+    a, b = torch.randint(5, 1000, (1, 7)), torch.randint(5, 1000, (1, 5))
+    base = resident.base
+    with torch.no_grad():
+        alone = base(input_ids=b, use_cache=False).logits
+        packed = base(
+            input_ids=torch.cat([a, b], 1),
+            position_ids=torch.cat([torch.arange(7), torch.arange(5)])[None],
+            use_cache=False,
+        ).logits
+    assert torch.allclose(packed[:, 7:], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_lean_loss_equals_trl_loss(resident, data, tmp_path, packing):
+    """Our loss only projects label positions to the vocabulary; the number must not change."""
+    from trl import SFTTrainer
+
+    from posttrain.train.sft import build_sft_trainer
+
+    model = resident.fresh_adapter(8, 16, 0.0, seed=0)
+    trainer, _ = build_sft_trainer(
+        model, resident.tokenizer, data[0], None, tmp_path, _hp(packing=packing), checkpoints=False
+    )
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, dict(batch))
+        theirs = SFTTrainer.compute_loss(trainer, model, dict(batch))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)

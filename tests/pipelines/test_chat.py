@@ -1,0 +1,71 @@
+"""`posttrain generate` and `posttrain chat` on tiny-random, and left-padded batching."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from posttrain.inference import generate_batch
+from posttrain.models import load_for_inference
+from tests.conftest import run_cli
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_spec):
+    model, tok = load_for_inference(tiny_spec)
+    convs = [
+        [{"role": "user", "content": text}]
+        for text in ("hi", "what is two plus two, exactly?", "name a colour")
+    ]
+    batched = generate_batch(model, tok, convs, max_new_tokens=8, batch_size=3)
+    single = [generate_batch(model, tok, [c], max_new_tokens=8)[0] for c in convs]
+    assert batched == single
+
+
+def test_generate_cli_writes_one_row_per_prompt(tiny_spec, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    rows = [
+        {"prompt": "hello"},
+        {"instruction": "Add", "input": "2 and 3"},
+        {"messages": [{"role": "user", "content": "x"}]},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_cli(
+        "generate",
+        "--model",
+        "tiny-random",
+        "-i",
+        str(prompts),
+        "-o",
+        "out.jsonl",
+        "--max-new-tokens",
+        "4",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [g["prompt"][-1]["content"] for g in got] == ["hello", "Add\n\n2 and 3", "x"]
+    assert all(isinstance(g["completion"], str) for g in got)
+
+
+def test_generate_cli_rejects_a_row_without_prompt(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "ok"}\n{"text": 1}\n')
+    out = run_cli("generate", "--model", "tiny-random", "-i", str(prompts), "-o", "o.jsonl", cwd=tmp_path)
+    assert out.returncode == 2 and f'{prompts}:2: field "prompt"' in out.stderr
+
+
+def test_chat_repl_keeps_history_until_reset(tiny_spec, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "posttrain.cli", "chat", "--model", "tiny-random", "--max-new-tokens", "4"],
+        input="hello\n/reset\nagain\n/quit\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("model>") == 2
+    assert "history cleared" in proc.stdout
