@@ -21,6 +21,8 @@ models_app = typer.Typer(help="Embedded and local models.", no_args_is_help=True
 runs_app = typer.Typer(help="Runs recorded in the history store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(help="Generate task data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 STALE_GRACE_S = 300.0  # 20 missed heartbeats: the process is gone, not busy
 
@@ -204,6 +206,21 @@ def models_materialize(
     from posttrain.models import materialize
 
     console.print(f"{spec}: {materialize(spec)}")
+
+
+@data_app.command("tool-use")
+def data_tool_use(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    n: Annotated[int, typer.Option("--n", help="Rows to generate (SFT and preference).")] = 2500,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    split: Annotated[str, typer.Option(help="train, or heldout (unseen tools and templates).")] = "train",
+) -> None:
+    """Synthetic Thought→Action tool-use data: SFT rows and preference rows with one defect each."""
+    from posttrain.tasks.tool_use import write_tool_use_data
+
+    if split not in ("train", "heldout"):
+        raise PosttrainError(f"--split must be train or heldout, got '{split}'")
+    console.print(f"wrote {write_tool_use_data(out, n, seed, split=split)}")
 
 
 @runs_app.command("list")
