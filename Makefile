@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/posttrain quickstart
 
+# The store tests also run on a real PostgreSQL server started on 127.0.0.1 when one can be had
+# (scripts/pg-test-server.sh); otherwise they are skipped with a visible reason.
 test: setup
-	$(PY) -m pytest -q
+	POSTTRAIN_TEST_PG_URL=$${POSTTRAIN_TEST_PG_URL:-$$(bash scripts/pg-test-server.sh)} $(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
