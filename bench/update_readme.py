@@ -12,11 +12,11 @@ import json
 import re
 from pathlib import Path
 
-from posttrain.config import DPOConfig, SFTConfig, config_reference
+from posttrain.config import DPOConfig, SFTConfig, TuneConfig, config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig}
+CONFIGS = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig, "TuneConfig": TuneConfig}
 
 
 def _sft_throughput(r: dict) -> str:

@@ -183,6 +183,36 @@ def quickstart(
     _print_summary("quickstart: SFT of the embedded model on the bundled sample", summary)
 
 
+@app.command()
+def tune(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    tuner: Annotated[str | None, typer.Option(help="agents, random, tpe or hybrid.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Agent backend: rules, openai or local.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="max_episodes.")] = None,
+    seal: Annotated[str | None, typer.Option(help="SEAL stage: refine, self_edit or none.")] = None,
+    name: NameOpt = None,
+    output_dir: OutOpt = None,
+    store: StoreOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """Agentic LoRA fine-tuning in episodes (seed 000): judge, reward-penalty, tuner, TRAIN, SEAL, QA."""
+    from posttrain.config import TuneConfig, load_config
+    from posttrain.pipelines.tune import run_tune
+
+    flags = _flags(model=model, data=data, name=name, output_dir=output_dir, store=store)
+    for key, value in (("tuner", tuner), ("backend", backend), ("max_episodes", episodes)):
+        if value is not None:
+            flags.setdefault("agents", {})[key] = value
+    if seal is not None:
+        flags["seal"] = {"mode": seal}
+    cfg = load_config(TuneConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    _print_summary("tune summary", run_tune(cfg, resume=resume))
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Embedded model specs and whether they are materialized."""

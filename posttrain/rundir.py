@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from posttrain.errors import PosttrainError
 from posttrain.store import Store
 
@@ -121,3 +123,39 @@ def tracked_run(store: Store, kind: str, run: RunDir, config: dict[str, Any], re
         raise
     finally:
         beat.stop()
+
+
+ADAPTER_META = "posttrain.json"
+
+
+def open_store(url: str | None, output_root: str) -> Store:
+    """The configured store, else $POSTTRAIN_STORE, else a SQLite file beside the runs."""
+    if url is None and not os.environ.get("POSTTRAIN_STORE"):
+        Path(output_root).mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{Path(output_root) / 'posttrain.db'}"
+    return Store(url)
+
+
+def resumed_config(cls: type, cfg: Any, resume: bool) -> Any:
+    """On resume the run's own config.yaml wins, so the continued run is the same run."""
+    if not resume:
+        return cfg
+    name = cfg.run.name
+    if name is None:
+        raise PosttrainError("--resume needs the run's name: add --name NAME (see `posttrain runs list`)")
+    saved = RunDir(Path(cfg.run.output_root), name).partial / "config.yaml"
+    if not saved.exists():
+        return cfg
+    return cls.model_validate(yaml.safe_load(saved.read_text()))
+
+
+def save_adapter(model: Any, out: Path, model_spec: str, info: dict[str, Any]) -> Path:
+    """Save the PEFT adapter plus a note of the base it belongs to (so --model can be omitted)."""
+    model.save_pretrained(str(out))
+    (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
+    return out
+
+
+def adapter_base_model(adapter: str | Path) -> str | None:
+    meta = Path(adapter) / ADAPTER_META
+    return json.loads(meta.read_text()).get("base_model") if meta.exists() else None

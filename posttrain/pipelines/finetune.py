@@ -8,66 +8,33 @@ metrics and report → rename the directory to its final name.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from posttrain.config import DPOConfig, SFTConfig, dump_config
 from posttrain.inference import generate_batch
 from posttrain.models import ResidentModel, device_settings
 from posttrain.report import write_training_report
-from posttrain.rundir import RunDir, default_run_name, tracked_run
+from posttrain.rundir import (  # noqa: F401  (re-exported for older imports)
+    ADAPTER_META,
+    RunDir,
+    adapter_base_model,
+    default_run_name,
+    open_store,
+    resumed_config,
+    save_adapter,
+    tracked_run,
+)
 from posttrain.store import Store
 from posttrain.tasks.instructions import load_preference_dataset, load_sft_dataset, sample_path
 from posttrain.train.common import TrainResult
 from posttrain.train.dpo import DPOHParams, dpo_train
 from posttrain.train.sft import SFTHParams, sft_train
 
-ADAPTER_META = "posttrain.json"
-
-
-def open_store(url: str | None, output_root: str) -> Store:
-    """The configured store, else $POSTTRAIN_STORE, else a SQLite file beside the runs."""
-    import os
-
-    if url is None and not os.environ.get("POSTTRAIN_STORE"):
-        Path(output_root).mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{Path(output_root) / 'posttrain.db'}"
-    return Store(url)
-
-
-def _resumed_config(cls: type, cfg: Any, resume: bool) -> Any:
-    """On resume the run's own config.yaml wins, so the continued run is the same run."""
-    if not resume:
-        return cfg
-    name = cfg.run.name
-    if name is None:
-        from posttrain.errors import PosttrainError
-
-        raise PosttrainError("--resume needs the run's name: add --name NAME (see `posttrain runs list`)")
-    saved = RunDir(Path(cfg.run.output_root), name).partial / "config.yaml"
-    if not saved.exists():
-        return cfg
-    return cls.model_validate(yaml.safe_load(saved.read_text()))
-
 
 def _hparams(cls: type, train: Any, **extra: Any) -> Any:
     fields = cls.__dataclass_fields__
     values = {k: v for k, v in train.model_dump().items() if k in fields}
     return cls(**values, **extra)
-
-
-def save_adapter(model: Any, out: Path, model_spec: str, info: dict[str, Any]) -> Path:
-    """Save the PEFT adapter plus a note of the base it belongs to (so --model can be omitted)."""
-    model.save_pretrained(str(out))
-    (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
-    return out
-
-
-def adapter_base_model(adapter: str | Path) -> str | None:
-    meta = Path(adapter) / ADAPTER_META
-    return json.loads(meta.read_text()).get("base_model") if meta.exists() else None
 
 
 def _finish(
@@ -91,7 +58,7 @@ def _finish(
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA SFT with loss on completions; returns the run summary (also in summary.json)."""
-    cfg = _resumed_config(SFTConfig, cfg, resume)
+    cfg = resumed_config(SFTConfig, cfg, resume)
     data_path = cfg.data.path or str(sample_path("alpaca"))
     d = cfg.data
     train_rows, val_rows = load_sft_dataset(
@@ -119,7 +86,9 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         if result.status == "completed":
             save_adapter(model, run.path / "adapter", cfg.model.name, {"kind": "sft"})
         sample = val_rows[0]["prompt"]
-        generation = generate_batch(model, resident.tokenizer, [sample], max_new_tokens=48)[0]
+        generation = ""  # a diverged adapter has nothing worth showing
+        if result.status == "completed":
+            generation = generate_batch(model, resident.tokenizer, [sample], max_new_tokens=48)[0]
         summary = {
             "model": cfg.model.name,
             "device": settings.describe(),
@@ -147,7 +116,7 @@ def _ppl(loss: float | None) -> float | None:
 
 def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA DPO on preference rows, from a fresh adapter or on top of an SFT adapter."""
-    cfg = _resumed_config(DPOConfig, cfg, resume)
+    cfg = resumed_config(DPOConfig, cfg, resume)
     data_path = cfg.data.path or str(sample_path("preference"))
     d = cfg.data
     train_rows, val_rows = load_preference_dataset(

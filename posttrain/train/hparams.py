@@ -46,10 +46,16 @@ def make_train_and_eval(
 
     `hparams` uses seed 000's keys (lr, batch_size, epochs, warmup_ratio, lora_r, lora_alpha,
     lora_dropout, trial_id). The metrics dict has eval_loss, perplexity, status, steps,
-    train_s and, with `keep_adapters`, the saved adapter's path.
+    train_s and, with `keep_adapters`, the saved adapter's path. `train_override` trains on
+    other rows (e.g. self-edits) and `init_adapter` starts from a saved adapter of the same
+    shape instead of a fresh one (refinement).
     """
 
-    def train_and_eval(hparams: dict[str, Any]) -> dict[str, Any]:
+    def train_and_eval(
+        hparams: dict[str, Any],
+        train_override: list[dict] | None = None,
+        init_adapter: str | Path | None = None,
+    ) -> dict[str, Any]:
         missing = [k for k in HPARAM_FIELDS[:-1] if k not in hparams]
         if missing:
             raise ValueError(f"train_and_eval: hparams lack {', '.join(missing)}")
@@ -58,6 +64,8 @@ def make_train_and_eval(
         model = resident.fresh_adapter(
             int(hparams["lora_r"]), int(hparams["lora_alpha"]), float(hparams["lora_dropout"]), seed
         )
+        if init_adapter is not None:
+            load_adapter_weights(model, init_adapter)
         hp = SFTHParams(
             learning_rate=float(hparams["lr"]),
             batch_size=int(hparams["batch_size"]),
@@ -71,7 +79,14 @@ def make_train_and_eval(
         )
         start = time.perf_counter()
         result = sft_train(
-            model, resident.tokenizer, train_rows, val_rows, out, hp, checkpoints=False, eval_before=False
+            model,
+            resident.tokenizer,
+            train_override if train_override is not None else train_rows,
+            val_rows,
+            out,
+            hp,
+            checkpoints=False,
+            eval_before=False,
         )
         loss = result.eval_loss if result.eval_loss is not None else PERPLEXITY_CAP
         metrics: dict[str, Any] = {
@@ -91,3 +106,15 @@ def make_train_and_eval(
         return metrics
 
     return train_and_eval
+
+
+def load_adapter_weights(model: Any, adapter_dir: str | Path) -> None:
+    """Copy a saved adapter's weights into the active adapter (same r and targets)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights, adapter_name=model.active_adapter)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise ValueError(f"{adapter_dir}: adapter does not fit the model ({missing[0]} …)")

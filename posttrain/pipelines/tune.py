@@ -1,0 +1,441 @@
+"""`posttrain tune`: seed 000's agentic episode loop on a resident base model.
+
+Each episode: 1 judge → 2 reward-penalty → 3 SEAL summary → 4 tuner (or random / TPE /
+hybrid) → 5 merge hparams (tuner, override, defaults, clamp) → 6 TRAIN → 7 SEAL expert →
+8 SEAL stage → 9 QA (optional) → 10 episode summary. Every episode is one row in the store,
+written when the episode is done, so a killed run resumes at the next episode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from posttrain.agents.backends import AgentLog, AgentTeam, make_backend
+from posttrain.agents.roles import EpisodeSummary, merge_hparams
+from posttrain.agents.tuners import make_proposer
+from posttrain.config import TuneConfig, dump_config
+from posttrain.inference import generate_batch
+from posttrain.models import ResidentModel, device_settings
+from posttrain.report import markdown_table
+from posttrain.rundir import RunDir, default_run_name, open_store, resumed_config, tracked_run
+from posttrain.store import Store
+from posttrain.tasks.instructions import load_sft_dataset, sample_path
+from posttrain.train.hparams import load_adapter_weights, make_train_and_eval
+
+console = Console()
+
+
+def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
+    """Run up to `max_episodes` episodes; returns the summary (best loss, adapter, table)."""
+    cfg = resumed_config(TuneConfig, cfg, resume)
+    d = cfg.data
+    train_rows, val_rows = load_sft_dataset(
+        d.path or str(sample_path("alpaca")),
+        val_fraction=d.val_fraction,
+        seed=d.seed,
+        max_train=d.max_train,
+        max_val=d.max_val,
+    )
+    run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("tune"), resume)
+    dump_config(cfg, run.path / "config.yaml")
+    store = open_store(cfg.run.store, cfg.run.output_root)
+    with tracked_run(store, "tune", run, cfg.model_dump(mode="json"), resume) as run_id:
+        settings = device_settings(cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation)
+        resident = ResidentModel(cfg.model.name, settings)
+        team = _agent_team(cfg, AgentLog(run.path / "agents.jsonl", store, run_id))
+        proposer = make_proposer(
+            cfg.agents.tuner, cfg.search_space, cfg.agents.seed, cfg.agents.tpe_startup_trials
+        )
+        train_and_eval = make_train_and_eval(
+            resident,
+            train_rows,
+            val_rows,
+            run.path / "trials",
+            max_length=cfg.trial.max_length,
+            max_steps=cfg.trial.max_steps,
+            seed=cfg.agents.seed,
+            keep_adapters=True,
+        )
+        history, metrics = replay_history(store, run_id, proposer)
+        for episode in range(len(history), cfg.agents.max_episodes):
+            row = run_episode(
+                episode, history, metrics, cfg, team, proposer, train_and_eval, resident, train_rows, val_rows
+            )
+            if row is None:
+                break
+            store.add_episode(run_id, episode, row["kind"], row["hparams"], row["metrics"], row["decisions"])
+            history.append(_summary(episode, row["hparams"], row["metrics"], row["decisions"]))
+            metrics[episode] = row["metrics"]
+            _print_episode(episode, row)
+        return _finish(store, run_id, run, cfg, history, metrics)
+
+
+def run_episode(
+    episode: int,
+    history: list[EpisodeSummary],
+    past: dict[int, dict[str, Any]],
+    cfg: TuneConfig,
+    team: AgentTeam,
+    proposer: Any,
+    train_and_eval: Any,
+    resident: ResidentModel,
+    train_rows: list[dict],
+    val_rows: list[dict],
+) -> dict[str, Any] | None:
+    """One episode of seed 000's loop; None when the judge stops the run. `past` maps finished
+    episodes to their metrics (where their adapters are)."""
+    decisions: dict[str, Any] = {}
+    # 1. judge
+    if history:
+        judge = team.judge(history, episode)
+        decisions["judge"] = judge.model_dump(by_alias=True)
+        if not judge.continue_:
+            console.print(f"[bold]judge stops before episode {episode}:[/] {judge.reason}")
+            return None
+    feedback = decisions.get("judge", {}).get("feedback", "")
+    # 2. reward-penalty, 3. SEAL summary
+    reward = team.reward_penalty(history, episode)
+    decisions["reward_penalty"] = reward.model_dump(mode="json")
+    seal_summary = team.seal_summary(history)
+    # 4. tuner, 5. merge: tuner, then override, then defaults, then clamp
+    agent_hparams = None
+    if cfg.agents.tuner in ("agents", "hybrid"):
+        tuner = team.tuner(history, episode, feedback, reward, seal_summary)
+        decisions["tuner"] = {"say": tuner.say, "hparams": tuner.hparams}
+        agent_hparams = merge_hparams(tuner.hparams, reward.override, cfg.search_space)
+    hparams = proposer.propose(episode, agent_hparams)
+    decisions["proposed_by"] = cfg.agents.tuner
+    # 6. TRAIN
+    train = train_and_eval({**hparams, "trial_id": f"train_ep_{episode}"})
+    proposer.observe(episode, hparams, _finite(train["eval_loss"]))
+    metrics: dict[str, Any] = {
+        "eval_loss": train["eval_loss"],
+        "perplexity": train["perplexity"],
+        "status": train["status"],
+        "train_s": train["train_s"],
+        "adapter_dir": train.get("adapter_dir"),
+    }
+    row = {"kind": "train", "hparams": hparams, "metrics": metrics, "decisions": decisions}
+    # 7. SEAL expert, 8. SEAL stage on the best TRAIN so far
+    if cfg.seal.mode != "none":
+        trained = [*history, _summary(episode, hparams, metrics, decisions)]
+        expert = team.seal_expert(trained, episode, feedback, reward, team.seal_summary(trained))
+        decisions["seal_expert"] = expert.model_dump()
+        base = _best_train(trained)
+        if base is not None:
+            adapter = {**past, episode: metrics}[base.episode].get("adapter_dir")
+            metrics.update(
+                seal_stage(cfg, base, adapter, expert.seal_epochs, train_and_eval, resident, train_rows)
+            )
+            row["kind"] = "train+seal"
+    # 9. QA on this episode's best model
+    if cfg.agents.qa:
+        metrics["qa_score"] = qa_stage(
+            team, resident, val_rows, cfg.agents.qa_items, episode, _best_adapter(row)
+        )
+    return row
+
+
+def seal_stage(
+    cfg: TuneConfig,
+    base: EpisodeSummary,
+    base_adapter: str | None,
+    seal_epochs: int,
+    train_and_eval: Any,
+    resident: ResidentModel,
+    train_rows: list[dict],
+) -> dict[str, Any]:
+    """Refine the best TRAIN adapter for `seal_epochs` more epochs, on the same data (refine)
+    or on rows the model writes itself from training examples (self_edit)."""
+    hparams = {**base.hparams, "epochs": seal_epochs, "trial_id": f"seal_from_ep_{base.episode}"}
+    rows = None
+    info: dict[str, Any] = {
+        "seal_mode": cfg.seal.mode,
+        "seal_epochs": seal_epochs,
+        "seal_base_episode": base.episode,
+    }
+    if cfg.seal.mode == "self_edit":
+        rows = self_edit_rows(
+            resident,
+            base,
+            base_adapter,
+            train_rows,
+            cfg.seal.examples,
+            cfg.seal.max_new_tokens,
+            cfg.agents.seed,
+        )
+        info["self_edit_rows"] = len(rows)
+        if not rows:
+            return {**info, "seal_eval_loss": None, "seal_delta": None}
+    seal = train_and_eval(hparams, train_override=rows, init_adapter=base_adapter)
+    info.update(
+        seal_eval_loss=seal["eval_loss"],
+        seal_perplexity=seal["perplexity"],
+        seal_adapter_dir=seal.get("adapter_dir"),
+    )
+    if base.loss is not None and _finite(seal["eval_loss"]) is not None:
+        info["seal_delta"] = seal["eval_loss"] - base.loss
+    return info
+
+
+_SELF_EDIT_PROMPT = (
+    "Here is one training example.\n\nInstruction: {instruction}\nResponse: {response}\n\n"
+    "Write ONE new example of the same kind, on a different subject, in exactly this form:\n"
+    "Instruction: <the new instruction>\nResponse: <its correct response>"
+)
+
+
+def self_edit_rows(
+    resident: ResidentModel,
+    base: EpisodeSummary,
+    base_adapter: str | None,
+    train_rows: list[dict],
+    n: int,
+    max_new_tokens: int,
+    seed: int,
+) -> list[dict]:
+    """SEAL-style synthetic data: the current best model rewrites training examples into new ones."""
+    import random
+
+    hp = base.hparams
+    model = resident.fresh_adapter(int(hp["lora_r"]), int(hp["lora_alpha"]), float(hp["lora_dropout"]), seed)
+    if base_adapter:
+        load_adapter_weights(model, base_adapter)
+    picks = random.Random(seed + base.episode).sample(train_rows, min(n, len(train_rows)))
+    prompts = [
+        [
+            {
+                "role": "user",
+                "content": _SELF_EDIT_PROMPT.format(
+                    instruction=r["prompt"][-1]["content"], response=r["completion"][-1]["content"]
+                ),
+            }
+        ]
+        for r in picks
+    ]
+    out = generate_batch(model, resident.tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=False)
+    return [row for text in out if (row := parse_self_edit(text)) is not None]
+
+
+def parse_self_edit(text: str) -> dict | None:
+    """`Instruction: ... Response: ...` → an SFT row; None when either part is missing or empty."""
+    match = re.search(r"Instruction:\s*(.+?)\s*Response:\s*(.+)", text, re.S)
+    if not match or not match.group(1).strip() or not match.group(2).strip():
+        return None
+    return {
+        "prompt": [{"role": "user", "content": match.group(1).strip()}],
+        "completion": [{"role": "assistant", "content": match.group(2).strip()}],
+    }
+
+
+def qa_stage(
+    team: AgentTeam, resident: ResidentModel, val_rows: list[dict], n: int, episode: int, adapter: str | None
+) -> float | None:
+    """QA generator writes items from validation rows, the model answers, QA evaluator scores."""
+    plain = [
+        {"prompt": r["prompt"][-1]["content"], "completion": r["completion"][-1]["content"]} for r in val_rows
+    ]
+    items = team.qa_generate(plain, n, episode).items
+    if not items:
+        return None
+    model = resident.model
+    if adapter:
+        load_adapter_weights(model, adapter)
+    answers = generate_batch(
+        model, resident.tokenizer, [[{"role": "user", "content": i.prompt}] for i in items], max_new_tokens=64
+    )
+    return team.qa_evaluate(items, answers, episode).mean_score
+
+
+def replay_history(
+    store: Store, run_id: int, proposer: Any
+) -> tuple[list[EpisodeSummary], dict[int, dict[str, Any]]]:
+    """Finished episodes of a resumed run (summaries and raw metrics), told to the proposer again."""
+    history, metrics = [], {}
+    for rec in store.list_episodes(run_id):
+        proposer.observe(rec.index, rec.hparams, _finite(rec.metrics.get("eval_loss")))
+        history.append(_summary(rec.index, rec.hparams, rec.metrics, rec.decisions))
+        metrics[rec.index] = rec.metrics
+    if history:
+        console.print(f"resuming after {len(history)} finished episode(s)")
+    return history, metrics
+
+
+def _summary(episode: int, hparams: dict, metrics: dict, decisions: dict) -> EpisodeSummary:
+    return EpisodeSummary.model_validate(
+        {"episode": episode, "hparams": hparams, "decisions": decisions, **metrics}
+    )
+
+
+def _agent_team(cfg: TuneConfig, log: AgentLog) -> AgentTeam:
+    a = cfg.agents
+    kwargs: dict[str, Any] = {"log": log}
+    if a.backend == "openai":
+        kwargs.update(base_url=a.base_url, model=a.agent_model, timeout=a.timeout_s)
+    elif a.backend == "local":
+        kwargs["model"] = a.agent_model or cfg.model.name
+    backend = make_backend(a.backend, **{k: v for k, v in kwargs.items() if v is not None})
+    return AgentTeam(
+        backend,
+        cfg.search_space,
+        force_min_episodes=a.force_min_episodes,
+        max_episodes=a.max_episodes,
+        patience=a.patience,
+        qa_weight=a.qa_weight,
+        seed=a.seed,
+    )
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _best_train(history: list[EpisodeSummary]) -> EpisodeSummary | None:
+    scored = [h for h in history if h.loss is not None]
+    return min(scored, key=lambda h: h.loss) if scored else None
+
+
+def _best_adapter(row: dict[str, Any]) -> str | None:
+    m = row["metrics"]
+    seal = _finite(m.get("seal_eval_loss"))
+    if seal is not None and m.get("seal_adapter_dir") and seal < (_finite(m.get("eval_loss")) or math.inf):
+        return m["seal_adapter_dir"]
+    return m.get("adapter_dir")
+
+
+def _print_episode(episode: int, row: dict[str, Any]) -> None:
+    m = row["metrics"]
+    seal = ""
+    if _finite(m.get("seal_eval_loss")) is not None:
+        seal = f" · SEAL({m.get('seal_mode')}) {m['seal_eval_loss']:.4f}"
+    qa = f" · QA {m['qa_score']:.2f}" if _finite(m.get("qa_score")) is not None else ""
+    console.print(
+        f"[bold]episode {episode}[/] TRAIN eval_loss {m['eval_loss']:.4f} (ppl {m['perplexity']:.2f})"
+        f"{seal}{qa} · lr={row['hparams']['lr']:.2e} r={row['hparams']['lora_r']}"
+    )
+
+
+def episode_table(history: list[EpisodeSummary]) -> str:
+    """Markdown table: hparams, losses, SEAL delta, QA score and the agents' decisions."""
+    rows = []
+    for h in history:
+        judge = h.decisions.get("judge", {})
+        regime = h.decisions.get("reward_penalty", {}).get("reward_signal", {}).get("regime", "")
+        hp = h.hparams
+        rows.append(
+            [
+                h.episode,
+                f"{hp.get('lr', 0):.2e}",
+                hp.get("batch_size"),
+                hp.get("epochs"),
+                hp.get("lora_r"),
+                hp.get("lora_alpha"),
+                h.eval_loss,
+                h.perplexity,
+                h.seal_eval_loss,
+                h.seal_delta,
+                h.qa_score,
+                "continue" if judge.get("continue", True) else "stop",
+                regime,
+                h.decisions.get("proposed_by", ""),
+            ]
+        )
+    headers = [
+        "episode",
+        "lr",
+        "batch",
+        "epochs",
+        "r",
+        "alpha",
+        "eval_loss",
+        "ppl",
+        "seal_loss",
+        "seal_delta",
+        "qa",
+        "judge",
+        "reward regime",
+        "proposer",
+    ]
+    return markdown_table(headers, rows)
+
+
+def _finish(
+    store: Store,
+    run_id: int,
+    run: RunDir,
+    cfg: TuneConfig,
+    history: list[EpisodeSummary],
+    metrics: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    candidates = []
+    for episode, m in metrics.items():
+        for loss_key, dir_key in (("eval_loss", "adapter_dir"), ("seal_eval_loss", "seal_adapter_dir")):
+            loss, where = _finite(m.get(loss_key)), m.get(dir_key)
+            if loss is not None and where and Path(where).exists():
+                candidates.append((loss, where, episode, loss_key))
+    summary: dict[str, Any] = {
+        "run": run.name,
+        "status": "completed",
+        "tuner": cfg.agents.tuner,
+        "backend": cfg.agents.backend,
+        "episodes": len(history),
+    }
+    if candidates:
+        loss, where, episode, kind = min(candidates)
+        shutil.copytree(where, run.path / "adapter", dirs_exist_ok=True)
+        save_adapter_meta(run.path / "adapter", cfg.model.name, episode, kind)
+        summary.update(best_eval_loss=loss, best_episode=episode, best_stage=kind.removesuffix("_eval_loss"))
+    _write_report(run, history, summary)
+    shutil.rmtree(run.path / "trials", ignore_errors=True)
+    run.write_json("summary.json", summary)
+    final = run.finish()
+    summary["run_dir"] = str(final)
+    store.update_run(run_id, status="completed", metrics=summary, run_dir=str(final))
+    return summary
+
+
+def save_adapter_meta(adapter: Path, model_spec: str, episode: int, kind: str) -> None:
+    (adapter / "posttrain.json").write_text(
+        json.dumps({"base_model": model_spec, "kind": "tune", "episode": episode, "stage": kind}, indent=2)
+        + "\n"
+    )
+
+
+def _write_report(run: RunDir, history: list[EpisodeSummary], summary: dict[str, Any]) -> None:
+    plots = run.path / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    _plot_losses(history, plots / "episodes.png")
+    text = [
+        f"# posttrain tune: {run.name}\n",
+        markdown_table(["key", "value"], list(summary.items())),
+        "\n## Episodes\n",
+        episode_table(history),
+        "\n![eval loss per episode, TRAIN vs SEAL](plots/episodes.png)\n",
+    ]
+    (run.path / "report.md").write_text("\n".join(text))
+
+
+def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    eps = [h.episode for h in history]
+    ax.plot(eps, [h.loss if h.loss is not None else float("nan") for h in history], "o-", label="TRAIN")
+    seal = [_finite(h.seal_eval_loss) for h in history]
+    if any(s is not None for s in seal):
+        ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s--", label="SEAL")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("eval loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
