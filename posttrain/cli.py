@@ -213,6 +213,23 @@ def tune(
     _print_summary("tune summary", run_tune(cfg, resume=resume))
 
 
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory (merged at load).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients send as `model` (default: adapter path, else --model).")
+    ] = None,
+) -> None:
+    """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output;
+    one request at a time."""
+    from posttrain.pipelines.serve import run_serve
+
+    run_serve(model, adapter, host, port, served_model_name)
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Embedded model specs and whether they are materialized."""

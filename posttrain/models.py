@@ -216,7 +216,8 @@ class ResidentModel:
 
     `fresh_adapter` with the shape of the current adapter restores its initial weights
     (A as first drawn, B zero) in place, which is cheaper than re-wrapping and makes the
-    model's logits exactly the base's again. A different shape swaps adapters inside PEFT.
+    model's logits exactly the base's again. A different shape unloads the LoRA layers from
+    the in-memory base and wraps it again; the base weights are never copied or reloaded.
     """
 
     def __init__(self, spec: str, settings: DeviceSettings | None = None) -> None:
@@ -226,7 +227,11 @@ class ResidentModel:
         self.model: Any = None
         self._shape: tuple | None = None
         self._initial: dict[str, torch.Tensor] = {}
-        self._count = 0
+
+    def reload(self) -> None:
+        """Drop the adapter and load the base weights from disk again (what residency avoids)."""
+        self.base, self.tokenizer = load_model(self.spec, self.settings)
+        self.model, self._shape, self._initial = None, None, {}
 
     def fresh_adapter(
         self, r: int, alpha: int, dropout: float, seed: int, targets: list[str] | None = None
@@ -240,14 +245,11 @@ class ResidentModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             cfg = lora_config(r, alpha, dropout, targets)
-            if self.model is None:
-                self.model = get_peft_model(self.base, cfg)
-            else:
-                self._count += 1
-                old, name = self.model.active_adapter, f"trial{self._count}"
-                self.model.add_adapter(name, cfg)
-                self.model.set_adapter(name)
-                self.model.delete_adapter(old)
+            if self.model is not None:
+                # Strip the old LoRA layers (the base weights stay where they are in memory) and
+                # wrap again, so the adapter is always named "default" and saves flat.
+                self.base = self.model.unload()
+            self.model = get_peft_model(self.base, cfg)
         self._shape = shape
         self._initial = lora_state(self.model)
         self.model.train()

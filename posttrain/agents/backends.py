@@ -49,7 +49,12 @@ from posttrain.agents.roles import (
     seal_effect_summary,
 )
 from posttrain.agents.search_space import SearchSpace
-from posttrain.errors import ConfigError, PosttrainError
+from posttrain.constrained import (
+    bounded_numbers,  # noqa: F401  (re-exported for callers and tests)
+    constrained_generate,
+    grammar_tokenizer,
+)
+from posttrain.errors import ConfigError
 
 History = Sequence[EpisodeSummary | Mapping[str, Any]]
 Generate = Callable[[str, list[dict[str, str]], dict[str, Any]], str]
@@ -338,17 +343,9 @@ class LocalBackend:
         seed: int = 0,
         log: AgentLog | None = None,
     ) -> None:
-        try:
-            import llguidance
-            import llguidance.hf
-        except ImportError as exc:
-            raise PosttrainError(
-                "the local agent backend needs llguidance: pip install 'llguidance>=1.9,<2'"
-            ) from exc
-        self._llguidance = llguidance
         self.model = model
         self.tokenizer = tokenizer
-        self.lltok = llguidance.hf.from_tokenizer(tokenizer)
+        self.lltok = grammar_tokenizer(tokenizer)  # raises PosttrainError without llguidance
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.max_text_chars = max_text_chars
@@ -374,74 +371,17 @@ class LocalBackend:
             self.name, self._generate, role, messages, schema, context, self.log, self.max_text_chars
         )
 
-    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant: "
-        return list(tok(text, add_special_tokens=False)["input_ids"])
-
     def _generate(self, role: str, messages: list[dict[str, str]], json_schema: dict[str, Any]) -> str:
-        import torch
-
-        matcher_cls = self._llguidance.LLMatcher
-        # Compact JSON (no free whitespace) and bounded decimals: a weak model can neither stall in
-        # an endless run of spaces nor write 0.0000111111… until max_new_tokens.
-        grammar = matcher_cls.grammar_from_json_schema(
-            bounded_numbers(json_schema), overrides={"whitespace_flexible": False}
+        return constrained_generate(
+            self.model,
+            self.tokenizer,
+            messages,
+            json_schema,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            lltok=self.lltok,
         )
-        matcher = matcher_cls(self.lltok, grammar, log_level=0)
-        if matcher.is_error():
-            raise ValueError(f"llguidance rejected the {role} schema: {matcher.get_error()}")
-        device = next(self.model.parameters()).device
-        generator = torch.Generator().manual_seed(self.seed)
-        eos = set(self.lltok.eos_tokens)
-        out: list[int] = []
-        inputs = torch.tensor([self._prompt_ids(messages)], device=device)
-        past = None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for _ in range(self.max_new_tokens):
-                    result = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                    past = result.past_key_values
-                    logits = result.logits[0, -1].float().cpu()
-                    allowed = torch.frombuffer(bytearray(matcher.compute_logit_bias()), dtype=torch.uint8) > 0
-                    masked = torch.full_like(logits, float("-inf"))
-                    n = min(len(allowed), len(logits))
-                    masked[:n] = torch.where(allowed[:n], logits[:n], masked[:n])
-                    if self.temperature > 0:
-                        probs = torch.softmax(masked / self.temperature, dim=-1)
-                        token = int(torch.multinomial(probs, 1, generator=generator))
-                    else:
-                        token = int(torch.argmax(masked))
-                    if not matcher.consume_token(token):
-                        raise ValueError(f"constrained decoding failed: {matcher.get_error()}")
-                    if token in eos:
-                        break
-                    out.append(token)
-                    if matcher.is_stopped():
-                        break
-                    inputs = torch.tensor([[token]], device=device)
-        finally:
-            self.model.train(was_training)
-        return self.lltok.decode_str(out)
-
-
-def bounded_numbers(schema: Any) -> Any:
-    """`schema` with a `multipleOf` on every number that has none: 1e-7 for ranges at most 0.01
-    wide at the top (learning rates), else 1e-4. For constrained decoding only; the wire schema
-    sent to OpenAI-compatible servers stays as is (not every server implements multipleOf)."""
-    if isinstance(schema, list):
-        return [bounded_numbers(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: bounded_numbers(v) for k, v in schema.items()}
-    if out.get("type") == "number" and "multipleOf" not in out:
-        out["multipleOf"] = 1e-7 if abs(out.get("maximum", 1.0)) <= 0.01 else 1e-4
-    return out
 
 
 def make_backend(kind: Literal["rules", "openai", "local"], **kwargs: Any) -> Backend:

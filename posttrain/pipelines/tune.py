@@ -62,6 +62,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
             max_steps=cfg.trial.max_steps,
             seed=cfg.agents.seed,
             keep_adapters=True,
+            reload_base=cfg.trial.reload_base,
         )
         history, metrics = replay_history(store, run_id, proposer)
         for episode in range(len(history), cfg.agents.max_episodes):
@@ -120,6 +121,7 @@ def run_episode(
         "perplexity": train["perplexity"],
         "status": train["status"],
         "train_s": train["train_s"],
+        "fit_s": train["fit_s"],
         "adapter_dir": train.get("adapter_dir"),
     }
     row = {"kind": "train", "hparams": hparams, "metrics": metrics, "decisions": decisions}
@@ -391,7 +393,7 @@ def _finish(
         loss, where, episode, kind = min(candidates)
         shutil.copytree(where, run.path / "adapter", dirs_exist_ok=True)
         save_adapter_meta(run.path / "adapter", cfg.model.name, episode, kind)
-        summary.update(best_eval_loss=loss, best_episode=episode, best_stage=kind.removesuffix("_eval_loss"))
+        summary.update(best_eval_loss=loss, best_episode=episode, best_stage="seal" if kind.startswith("seal") else "train")
     _write_report(run, history, summary)
     shutil.rmtree(run.path / "trials", ignore_errors=True)
     run.write_json("summary.json", summary)

@@ -37,6 +37,7 @@ class TrainResult:
     perplexity: float | None = None
     eval_loss_before: float | None = None
     runtime_s: float = 0.0
+    eval_s: float = 0.0
     train_tokens: int = 0
     adapter_dir: str | None = None
     error: str | None = None

@@ -201,7 +201,9 @@ def sft_train(
     result.losses = log.losses
     result.train_tokens = int(getattr(trainer, "_total_train_tokens", 0))
     if result.status == "completed" and val_rows:
+        eval_start = time.perf_counter()
         loss = float(trainer.evaluate()["eval_loss"])
+        result.eval_s = time.perf_counter() - eval_start
         result.eval_loss = loss if math.isfinite(loss) else None
         result.perplexity = safe_perplexity(loss)
     return result

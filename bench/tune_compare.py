@@ -1,0 +1,134 @@
+"""Tuners compared on the same budget: the agent team (rules backend), random search, Optuna
+TPE and the agents+TPE hybrid, each through the real `posttrain tune` pipeline.
+
+    python bench/tune_compare.py     # smollm2-135m, 5 seeds -> bench/results/tune_compare.json
+    python bench/tune_compare.py --model tiny-random --seeds 2 --budget 4 --out /tmp/t.json   # smoke run
+
+Each (tuner, seed) runs `--budget` trainings (no SEAL stage, no QA, the judge may not stop
+early) with a tiny budget per training. N4 is the best validation loss among the first 4
+trainings, N8 among the first 8 (the same runs, so N4 is a prefix of N8). Every winner at the
+full budget is then scored once on a held-out test split that no tuner ever saw; selection
+uses only the validation split. Means come with bootstrap 95% CIs over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "tune_compare.json"
+TUNERS = ("agents", "random", "tpe", "hybrid")
+
+
+def splits(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """train / validation (for the tuners) / test (only for the winners), from the bundled sample."""
+    from posttrain.tasks.instructions import load_sft_dataset, sample_path
+
+    train, held = load_sft_dataset(sample_path("alpaca"), val_fraction=0.2, seed=seed)
+    half = len(held) // 2
+    return train, held[:half], held[half:]
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps({"messages": r["prompt"] + r["completion"]}) + "\n" for r in rows))
+    return path
+
+
+def run_one(model: str, tuner: str, seed: int, budget: int, steps: int, data: Path, root: Path) -> dict:
+    from posttrain.config import TuneConfig, load_config
+    from posttrain.pipelines.tune import run_tune
+    from posttrain.store import Store
+
+    name = f"{tuner}-{seed}"
+    overrides = [
+        f"model.name={model}",
+        f"data.path={data}",
+        "data.val_fraction=0.2",
+        "data.seed=0",
+        f"agents.tuner={tuner}",
+        f"agents.seed={seed}",
+        f"agents.max_episodes={budget}",
+        f"agents.force_min_episodes={budget}",
+        "agents.qa=false",
+        "seal.mode=none",
+        f"trial.max_steps={steps}",
+        "trial.max_length=128",
+        f"run.name={name}",
+        f"run.output_root={root}",
+    ]
+    summary = run_tune(load_config(TuneConfig, overrides=overrides))
+    with Store(f"sqlite:///{root / 'posttrain.db'}") as store:
+        losses = [e.metrics["eval_loss"] for e in store.list_episodes(store.find_run(name).id)]
+    return {"losses": losses, "adapter": str(Path(summary["run_dir"]) / "adapter")}
+
+
+def test_loss(model: str, adapter: str, rows: list[dict], tmp: Path) -> float:
+    from peft import PeftModel
+
+    from posttrain.models import load_model
+    from posttrain.train.sft import evaluate_loss
+
+    base, tok = load_model(model)
+    return evaluate_loss(PeftModel.from_pretrained(base, adapter), tok, rows, tmp, max_length=128)
+
+
+def stats(values: list[float]) -> dict:
+    from posttrain.tasks.metrics import bootstrap_ci
+
+    lo, hi = bootstrap_ci(values, seed=0)
+    return {"mean": round(sum(values) / len(values), 5), "ci": [round(lo, 5), round(hi, 5)], "n": len(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=8, help="trainings per tuner and seed (N)")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per training")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    train, val, test = splits()
+    best: dict[str, dict[int, list[float]]] = {t: {} for t in TUNERS}
+    winners: dict[str, list[float]] = {t: [] for t in TUNERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        data = write_jsonl(train + val, tmp_path / "tune.jsonl")
+        for seed in range(args.seeds):
+            for tuner in TUNERS:
+                res = run_one(args.model, tuner, seed, args.budget, args.steps, data, tmp_path / "runs")
+                best[tuner][seed] = res["losses"]
+                winners[tuner].append(test_loss(args.model, res["adapter"], test, tmp_path / "eval"))
+                print(f"seed {seed} {tuner}: best val {min(res['losses']):.4f} test {winners[tuner][-1]:.4f}")
+    result: dict = {}
+    for n in sorted({4, args.budget}):
+        if n <= args.budget:
+            result[f"N{n}"] = {t: stats([min(best[t][s][:n]) for s in best[t]]) for t in TUNERS}
+    result["test"] = {t: stats(winners[t]) for t in TUNERS}
+    goal = {}
+    for n_key in [k for k in result if k.startswith("N")]:
+        ours = min(result[n_key]["agents"]["mean"], result[n_key]["hybrid"]["mean"])
+        goal[n_key] = ours <= result[n_key]["tpe"]["mean"]
+    result["meta"] = {
+        "model": args.model,
+        "seeds": args.seeds,
+        "budget": args.budget,
+        "steps_per_training": args.steps,
+        "val_rows": len(val),
+        "test_rows": len(test),
+        "agents_backend": "rules",
+        "best_of_agents_hybrid_at_or_below_tpe": goal,
+        "winner_at": f"N{args.budget}",
+        "command": "python bench/tune_compare.py",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
