@@ -12,11 +12,11 @@ import json
 import re
 from pathlib import Path
 
-from posttrain.config import DPOConfig, SFTConfig, TuneConfig, config_reference
+from posttrain.config import DPOConfig, SEALConfig, SFTConfig, TuneConfig, config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig, "TuneConfig": TuneConfig}
+CONFIGS = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig, "TuneConfig": TuneConfig, "SEALConfig": SEALConfig}
 
 
 def _sft_throughput(r: dict) -> str:
@@ -33,7 +33,76 @@ def _sft_throughput(r: dict) -> str:
     )
 
 
-FORMATTERS = {"sft_throughput": _sft_throughput}
+def _seal_knowledge(r: dict) -> str:
+    conditions = (
+        "base",
+        "passage_only",
+        "base_self_edits",
+        "seal_self_edits",
+        "cpt_passage_only",
+        "cpt_base_self_edits",
+        "cpt_seal_self_edits",
+    )
+    rows = "".join(
+        f"| {c} | {r[c]['f1']:.3f} | {r[c]['em']:.3f} | [{r[c]['ci'][0]:.3f}, {r[c]['ci'][1]:.3f}] |\n"
+        for c in conditions
+        if c in r
+    )
+    return (
+        f"**SEAL knowledge incorporation** (`python bench/seal_knowledge.py`): {r['model']}, "
+        f"{r['n_passages']} held-out passages, {r['n_questions']} questions asked without the passage.\n\n"
+        "| condition | F1 | EM | 95% CI (F1) |\n|---|---|---|---|\n" + rows
+    )
+
+
+def _seal_inner(r: dict) -> str:
+    return (
+        f"**SEAL inner loop** (`python bench/seal_inner.py`): one self-edit (adapt + eval), {r['model']}, "
+        f"{r['steps_per_edit']} steps at batch 1; ours = resident base + in-place LoRA reset + lean loop, "
+        "official = a new get_peft_model and a new HF Trainer per edit.\n\n"
+        "| ours s/edit | official s/edit | speedup |\n|---|---|---|\n"
+        f"| {r['ours_s']} | {r['naive_s']} | {r['speedup']} |\n"
+    )
+
+
+def _trial_overhead(r: dict) -> str:
+    return (
+        f"**Trial overhead** (`python bench/trial_overhead.py`): a 4-episode tune loop on {r['model']}, "
+        "base held resident vs reloaded for every trial (seed 000's way).\n\n"
+        "| resident s | reload s | speedup | overhead fraction (resident) |\n|---|---|---|---|\n"
+        f"| {r['resident_s']} | {r['reload_s']} | {r['speedup']} | {r['overhead_fraction']} |\n"
+    )
+
+
+def _tune_compare(r: dict) -> str:
+    n_keys = [k for k in r if k.startswith("N")]
+    head = (
+        "| tuner | "
+        + " | ".join(f"best val loss {k} (95% CI)" for k in n_keys)
+        + " | test loss of winner |\n"
+    )
+    rows = ""
+    for t in ("agents", "random", "tpe", "hybrid"):
+        cells = [f"{r[k][t]['mean']:.4f} [{r[k][t]['ci'][0]:.4f}, {r[k][t]['ci'][1]:.4f}]" for k in n_keys]
+        rows += f"| {t} | " + " | ".join(cells) + f" | {r['test'][t]['mean']:.4f} |\n"
+    m = r["meta"]
+    return (
+        f"**Tuner comparison** (`python bench/tune_compare.py`): {m['model']}, {m['seeds']} seeds, "
+        f"{m['steps_per_training']} optimizer steps per training, agents on the rules backend.\n\n"
+        + head
+        + "|---" * (len(n_keys) + 2)
+        + "|\n"
+        + rows
+    )
+
+
+FORMATTERS = {
+    "sft_throughput": _sft_throughput,
+    "trial_overhead": _trial_overhead,
+    "tune_compare": _tune_compare,
+    "seal_inner": _seal_inner,
+    "seal_knowledge": _seal_knowledge,
+}
 
 
 def results_section() -> str:

@@ -170,17 +170,39 @@ def chat(
 @app.command()
 def quickstart(
     model: ModelOpt = None,
-    max_steps: Annotated[int, typer.Option(help="SFT steps.")] = 40,
+    rows: Annotated[int | None, typer.Option(help="tool_use rows to generate.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Agentic episodes.")] = None,
+    trial_steps: Annotated[int | None, typer.Option(help="Optimizer steps per training.")] = None,
+    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps.")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="Held-out episodes scored per model.")] = None,
     output_dir: OutOpt = None,
+    name: NameOpt = None,
 ) -> None:
-    """The main job of `make demo`: a short SFT of the embedded model on the bundled sample."""
-    from posttrain.config import SFTConfig, load_config
-    from posttrain.pipelines.finetune import run_sft
+    """The main job of `make demo`: tool-use data → 3 agentic episodes with SEAL → DPO → compliance table."""
+    from posttrain.config import QuickstartConfig, load_config
+    from posttrain.pipelines.quickstart import run_quickstart
 
-    flags = _flags(model=model, max_steps=max_steps, output_dir=output_dir)
-    cfg = load_config(SFTConfig, preset="quickstart", extra=flags)
-    summary = run_sft(cfg)
-    _print_summary("quickstart: SFT of the embedded model on the bundled sample", summary)
+    given = dict(
+        model=model,
+        rows=rows,
+        episodes=episodes,
+        trial_steps=trial_steps,
+        dpo_steps=dpo_steps,
+        eval_episodes=eval_episodes,
+        output_root=output_dir,
+        name=name,
+    )
+    cfg = load_config(QuickstartConfig, extra={k: v for k, v in given.items() if v is not None})
+    result = run_quickstart(cfg)
+    from rich.table import Table
+
+    shown = ("full_compliance", "thought_prefix_rate", "json_validity", "tool_choice_accuracy", "n")
+    table = Table(
+        "model", *shown, title=f"tool-use compliance on held-out episodes ({result['run_dir']}/report.md)"
+    )
+    for label, metrics in result["compliance"].items():
+        table.add_row(label, *[str(metrics.get(k)) for k in shown])
+    console.print(table)
 
 
 @app.command()
@@ -228,6 +250,51 @@ def serve(
     from posttrain.pipelines.serve import run_serve
 
     run_serve(model, adapter, host, port, served_model_name)
+
+
+@app.command()
+def seal(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    max_iterations: Annotated[
+        int | None, typer.Option("--max-iterations", help="ReST-EM outer iterations (max_outer_iterations).")
+    ] = None,
+    name: NameOpt = None,
+    output_dir: OutOpt = None,
+    store: StoreOpt = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG shows every self-edit.")] = "INFO",
+) -> None:
+    """SEAL: self-edits applied as LoRA updates, generator trained with ReST-EM (seed 001)."""
+    import logging
+
+    from posttrain.config import SEALConfig, load_config
+    from posttrain.pipelines.seal import run_seal, seal_preset
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise PosttrainError(f"--log-level {log_level}: expected DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("posttrain").setLevel(level)
+    flags: dict[str, Any] = {"run": {}}
+    if model is not None:
+        flags["model_name"] = model
+    if max_iterations is not None:
+        flags["max_outer_iterations"] = max_iterations
+    for key, value in (("name", name), ("output_root", output_dir), ("store", store)):
+        if value is not None:
+            flags["run"][key] = value
+    cfg = load_config(SEALConfig, preset=seal_preset(preset), path=config, overrides=set_, extra=flags)
+    _print_summary("SEAL summary", run_seal(cfg))
+
+
+@app.command()
+def doctor() -> None:
+    """What this machine will use and why: device, dtype, attention, kernels, store, versions."""
+    from posttrain.pipelines.doctor import run_doctor
+
+    run_doctor()
 
 
 @models_app.command("list")

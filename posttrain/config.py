@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from posttrain.agents.search_space import SearchSpace
 from posttrain.errors import ConfigError
@@ -268,7 +268,6 @@ def config_reference(cls: type[BaseModel]) -> str:
 
 # --------------------------------------------------------------------------- rlhf (seed 003)
 
-from pydantic import model_validator  # noqa: E402  (appended block; the lead may hoist it)
 
 # Seed 003's spellings, accepted as CLI flags and YAML keys and renamed before validation.
 RLHF_ALIASES = {
@@ -451,7 +450,10 @@ class RLHFConfig(_Strict):
             if alias not in data:
                 continue
             if name in data:
-                raise ValueError(f"set either {alias} or {name}, not both (they are one setting)")
+                raise ValueError(
+                    f"set either {alias} or {name}, not both (one setting; to override a preset's "
+                    f"{name}, use that spelling or the --{alias} flag)"
+                )
             value = data.pop(alias)
             if alias == "use_curriculum" and isinstance(value, bool):
                 value = "score" if value else "none"
@@ -482,6 +484,7 @@ def parse_rlhf_flags(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     parser = argparse.ArgumentParser(
         prog="posttrain rlhf",
         description=RLHFConfig.__doc__.splitlines()[0] if RLHFConfig.__doc__ else None,
+        epilog="Every on/off flag --X also has --no_X. Nested keys: --set lora.r=8 (see --set).",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("-c", "--config", dest="_config", metavar="FILE", help="YAML or JSON config file.")
@@ -581,7 +584,7 @@ class TrialSettings(_Strict):
     max_steps: int = Field(-1, description="Optimizer steps per training (-1 = the epochs from the tuner).")
     max_length: int = Field(384, ge=16, description="Tokens per packed training row.")
     reload_base: bool = Field(
-        False, description="Reload the base from disk for every trial, as seed 000 does (for comparison only)."
+        False, description="Reload the base from disk every trial, as seed 000 does (for comparison only)."
     )
 
 
@@ -811,3 +814,21 @@ class AlignConfig(_Strict):
         default_factory=AlignEvalSettings, description="Held-out base/SFT/DPO comparison."
     )
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
+
+
+# ---------------------------------------------------------------- posttrain quickstart (make demo)
+
+
+class QuickstartConfig(_Strict):
+    """`posttrain quickstart`: tool-use data → 3 agentic episodes with SEAL → DPO → compliance table."""
+
+    model: str = Field(DEFAULT_MODEL, description="Model spec to tune.")
+    rows: int = Field(600, ge=20, description="tool_use rows to generate (SFT and preference).")
+    episodes: int = Field(3, ge=1, description="Agentic episodes (each a TRAIN and a SEAL stage).")
+    trial_steps: int = Field(6, ge=1, description="Optimizer steps per TRAIN and per SEAL training.")
+    dpo_steps: int = Field(8, ge=1, description="DPO steps on the best adapter.")
+    eval_episodes: int = Field(12, ge=1, description="Held-out tool-use episodes scored per model.")
+    max_length: int = Field(512, ge=64, description="Tokens per training row.")
+    seed: int = Field(42, description="Data and training seed (evaluation uses a different one).")
+    output_root: str = Field("runs", description="Parent of the run directories.")
+    name: str | None = Field(None, description="Run name prefix; default quickstart-<timestamp>.")

@@ -393,7 +393,8 @@ def _finish(
         loss, where, episode, kind = min(candidates)
         shutil.copytree(where, run.path / "adapter", dirs_exist_ok=True)
         save_adapter_meta(run.path / "adapter", cfg.model.name, episode, kind)
-        summary.update(best_eval_loss=loss, best_episode=episode, best_stage="seal" if kind.startswith("seal") else "train")
+        stage = "seal" if kind.startswith("seal") else "train"
+        summary.update(best_eval_loss=loss, best_episode=episode, best_stage=stage)
     _write_report(run, history, summary)
     shutil.rmtree(run.path / "trials", ignore_errors=True)
     run.write_json("summary.json", summary)

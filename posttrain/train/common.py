@@ -179,3 +179,32 @@ def hf_args(
         "disable_tqdm": False,
         "save_only_model": False,
     }
+
+
+def hf_args_for(out_dir: Path, hp: Any, model: Any, checkpoints: bool = True) -> dict[str, Any]:
+    """`hf_args` filled from an hparams dataclass (SFTHParams, DPOHParams, ...) and the model's
+    device and dtype; without `checkpoints` nothing is saved during training."""
+    param = next(model.parameters())
+    args = hf_args(
+        out_dir,
+        learning_rate=hp.learning_rate,
+        batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        epochs=hp.epochs,
+        max_steps=hp.max_steps,
+        warmup_ratio=hp.warmup_ratio,
+        weight_decay=getattr(hp, "weight_decay", 0.0),
+        scheduler=hp.scheduler,
+        max_grad_norm=hp.max_grad_norm,
+        seed=hp.seed,
+        save_steps=hp.save_steps,
+        save_total_limit=hp.save_total_limit,
+        logging_steps=hp.logging_steps,
+        report_to=hp.report_to,
+        gradient_checkpointing=getattr(hp, "gradient_checkpointing", False),
+        bf16=param.dtype == torch.bfloat16,
+        use_cpu=param.device.type == "cpu",
+    )
+    if not checkpoints:
+        args["save_strategy"] = "no"
+    return args

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
@@ -23,7 +22,7 @@ from posttrain.train.common import (
     GuardMixin,
     StepLog,
     TrainResult,
-    hf_args,
+    hf_args_for,
     latest_complete_checkpoint,
     trim_metrics,
 )
@@ -71,29 +70,7 @@ def dpo_train(
 ) -> TrainResult:
     """Train the PEFT `model`'s active adapter with DPO in place; never raises on divergence."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    param = next(model.parameters())
-    args = hf_args(
-        out_dir,
-        learning_rate=hp.learning_rate,
-        batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        epochs=hp.epochs,
-        max_steps=hp.max_steps,
-        warmup_ratio=hp.warmup_ratio,
-        weight_decay=hp.weight_decay,
-        scheduler=hp.scheduler,
-        max_grad_norm=hp.max_grad_norm,
-        seed=hp.seed,
-        save_steps=hp.save_steps,
-        save_total_limit=hp.save_total_limit,
-        logging_steps=hp.logging_steps,
-        report_to=hp.report_to,
-        gradient_checkpointing=hp.gradient_checkpointing,
-        bf16=param.dtype == torch.bfloat16,
-        use_cpu=param.device.type == "cpu",
-    )
-    if not checkpoints:
-        args["save_strategy"] = "no"
+    args = hf_args_for(out_dir, hp, model, checkpoints)
     log = StepLog(metrics_path)
     callbacks: list[Any] = [log] + ([CheckpointMarker()] if checkpoints else [])
     trainer = GuardedDPOTrainer(

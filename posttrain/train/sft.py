@@ -27,7 +27,7 @@ from posttrain.train.common import (
     GuardMixin,
     StepLog,
     TrainResult,
-    hf_args,
+    hf_args_for,
     latest_complete_checkpoint,
     safe_perplexity,
     trim_metrics,
@@ -95,29 +95,7 @@ class SFTHParams:
 
 
 def _trl_config(out_dir: Path, hp: SFTHParams, model: Any, do_save: bool) -> TRLSFTConfig:
-    device = next(model.parameters()).device
-    args = hf_args(
-        out_dir,
-        learning_rate=hp.learning_rate,
-        batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        epochs=hp.epochs,
-        max_steps=hp.max_steps,
-        warmup_ratio=hp.warmup_ratio,
-        weight_decay=hp.weight_decay,
-        scheduler=hp.scheduler,
-        max_grad_norm=hp.max_grad_norm,
-        seed=hp.seed,
-        save_steps=hp.save_steps,
-        save_total_limit=hp.save_total_limit,
-        logging_steps=hp.logging_steps,
-        report_to=hp.report_to,
-        gradient_checkpointing=hp.gradient_checkpointing,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
-        use_cpu=device.type == "cpu",
-    )
-    if not do_save:
-        args["save_strategy"] = "no"
+    args = hf_args_for(out_dir, hp, model, do_save)
     return TRLSFTConfig(
         **args,
         max_length=hp.max_length,

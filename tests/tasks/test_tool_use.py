@@ -100,7 +100,7 @@ def test_calculator_refuses(expr: str, message: str) -> None:
     start = time.perf_counter()
     with pytest.raises(CalculatorError, match=message.replace("(", r"\(").replace("+", r"\+")):
         calculate(expr)
-    assert time.perf_counter() - start < 0.5  # refused before any huge computation
+    assert time.perf_counter() - start < 5.0  # refused before computing it (which would never end)
 
 
 def test_calculator_errors_are_observations(tmp_path: Path) -> None:
