@@ -96,7 +96,21 @@ def _tune_compare(r: dict) -> str:
     )
 
 
+def _rlhf_quality(r: dict) -> str:
+    lo, hi = r["reward_gain_ci"]
+    return (
+        f"**RLHF** (`python bench/rlhf_quality.py`): {r.get('model', 'smollm2-135m')}, external reward-model "
+        "score of SFT vs RL completions on held-out prompts.\n\n"
+        "| SFT reward | RL reward | gain (95% CI) | KL target | mean KL after warm-up | KL within ±50% |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {r['sft_reward_mean']:.4f} | {r['rl_reward_mean']:.4f} "
+        f"| {r['reward_gain']:.4f} [{lo:.4f}, {hi:.4f}] "
+        f"| {r['kl_target']} | {r['kl_mean_after_warmup']:.2g} | {r['kl_within_band']} |\n"
+    )
+
+
 FORMATTERS = {
+    "rlhf_quality": _rlhf_quality,
     "sft_throughput": _sft_throughput,
     "trial_overhead": _trial_overhead,
     "tune_compare": _tune_compare,

@@ -252,6 +252,24 @@ def serve(
     run_serve(model, adapter, host, port, served_model_name)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def rlhf(ctx: typer.Context) -> None:
+    """Seed 003: SFT, reward model, online RL (GRPO/RLOO) with ADLF rewards; --help lists all flags."""
+    from posttrain.config import RLHFConfig, load_config, parse_rlhf_flags
+    from posttrain.pipelines.rlhf import run_rlhf
+
+    flags, meta = parse_rlhf_flags(ctx.args)
+    cfg = load_config(
+        RLHFConfig, preset=meta.get("preset"), path=meta.get("config"), overrides=meta.get("set"), extra=flags
+    )
+    summary = run_rlhf(cfg, resume=meta.get("resume", False))
+    _print_summary("RLHF summary", summary)
+    if summary["status"] != "completed":
+        raise typer.Exit(3)
+
+
 @app.command()
 def seal(
     config: ConfigOpt = None,
