@@ -12,11 +12,17 @@ import json
 import re
 from pathlib import Path
 
-from posttrain.config import DPOConfig, SEALConfig, SFTConfig, TuneConfig, config_reference
+from posttrain.config import AlignConfig, DPOConfig, SEALConfig, SFTConfig, TuneConfig, config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig, "TuneConfig": TuneConfig, "SEALConfig": SEALConfig}
+CONFIGS = {
+    "SFTConfig": SFTConfig,
+    "DPOConfig": DPOConfig,
+    "TuneConfig": TuneConfig,
+    "SEALConfig": SEALConfig,
+    "AlignConfig": AlignConfig,
+}
 
 
 def _sft_throughput(r: dict) -> str:
@@ -115,7 +121,70 @@ def _rlhf_quality(r: dict) -> str:
     )
 
 
+def _ci_cell(block: dict, key: str) -> str:
+    value, ci = block.get(key), block.get(f"{key}_ci")
+    if value is None:
+        return "-"
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
+
+
+TOOL_USE_KEYS = (
+    "full_compliance",
+    "json_validity",
+    "thought_prefix_rate",
+    "hallucinated_tool_rate",
+    "irrelevance_accuracy",
+    "tool_choice_accuracy",
+    "argument_accuracy",
+    "task_accuracy",
+)
+MEETINGS_KEYS = (
+    "sft_accuracy",
+    "trajectory_accuracy",
+    "dpo_accuracy",
+    "majority_baseline",
+    "oracle_accuracy",
+)
+
+
+def _align_quality(r: dict) -> str:
+    m = r["meta"]
+    out = (
+        f"**Align quality** (`{m['command']}`): {m['model']}, budget {m['budget']}, held-out data "
+        "(evaluation seed 1000, never trained or tuned on); mean [bootstrap 95% CI], n = scored turns "
+        "(tool_use) or scenarios (meetings).\n\n"
+    )
+    titles = {"tool_use": "tool_use, in-distribution", "tool_use_heldout": "tool_use, held-out tools"}
+    for block, title in titles.items():
+        if block not in r:
+            continue
+        out += f"{title}:\n\n| model | n | " + " | ".join(TOOL_USE_KEYS) + " |\n"
+        out += "|---" * (len(TOOL_USE_KEYS) + 2) + "|\n"
+        for model in ("base", "sft", "dpo"):
+            b = r[block][model]
+            out += f"| {model} | {b['n']} | " + " | ".join(_ci_cell(b, k) for k in TOOL_USE_KEYS) + " |\n"
+        out += "\n"
+    if "meetings" in r:
+        b = r["meetings"]
+        out += f"meetings, held-out scenarios (n={b['n']}):\n\n| " + " | ".join(MEETINGS_KEYS) + " |\n"
+        out += (
+            "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
+        )
+    return out
+
+
+def _rollout_throughput(r: dict) -> str:
+    return (
+        f"**Rollout throughput** (`{r['command']}`): ReAct trajectories per minute on {r['model']}, "
+        f"{r['prompts']} tool_use prompts, batched (batch {r['batch_size']}) vs one at a time, same run.\n\n"
+        "| batched / min | sequential / min | speedup |\n|---|---|---|\n"
+        f"| {r['batched_per_min']} | {r['sequential_per_min']} | {r['speedup']} |\n"
+    )
+
+
 FORMATTERS = {
+    "align_quality": _align_quality,
+    "rollout_throughput": _rollout_throughput,
     "rlhf_quality": _rlhf_quality,
     "sft_throughput": _sft_throughput,
     "trial_overhead": _trial_overhead,

@@ -160,11 +160,15 @@ def chat(
     adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    tools: Annotated[
+        str | None, typer.Option("--tools", help="tool_use: run the task's tools live, showing each step.")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="With --tools: ReAct steps per reply.")] = 6,
 ) -> None:
     """Interactive chat with history; /reset clears it, /quit leaves."""
     from posttrain.pipelines.chat import run_chat
 
-    run_chat(model, adapter, max_new_tokens, system)
+    run_chat(model, adapter, max_new_tokens, system, tools=tools, max_steps=max_steps)
 
 
 @app.command()
@@ -313,6 +317,73 @@ def doctor() -> None:
     from posttrain.pipelines.doctor import run_doctor
 
     run_doctor()
+
+
+@app.command()
+def align(
+    task: Annotated[str, typer.Option("--task", help="tool_use or meetings.")],
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    name: NameOpt = None,
+    output_dir: OutOpt = None,
+    store: StoreOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """SFT -> tool-using trajectories with rewards -> preference pairs -> DPO -> base/SFT/DPO eval."""
+    from posttrain.config import AlignConfig, load_config
+    from posttrain.pipelines.align import run_align
+
+    if task not in ("tool_use", "meetings"):
+        raise PosttrainError(f"--task must be tool_use or meetings, got '{task}'")
+    flags = {"task": task, **_flags(model=model, name=name, output_dir=output_dir, store=store)}
+    preset = preset if preset or config else f"align_{task}"
+    cfg = load_config(AlignConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    summary = run_align(cfg, resume=resume)
+    _print_summary("align summary", {k: v for k, v in summary.items() if isinstance(v, str | int | float)})
+    console.print(summary.get("eval_table", ""))
+    if summary["status"] != "completed":
+        raise typer.Exit(3)
+
+
+@app.command("eval")
+def eval_(
+    task: Annotated[str, typer.Option("--task", help="tool_use or meetings.")],
+    model: ModelOpt = None,
+    adapter: Annotated[
+        Path | None, typer.Option(help="PEFT adapter directory (default: base alone).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="tool_use: indist, heldout or all; meetings: heldout.")] = "all",
+    n: Annotated[
+        int, typer.Option("--n", help="Episodes per split (tool_use) or scenarios (meetings).")
+    ] = 24,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per generated turn.")] = 96,
+    max_steps: Annotated[int, typer.Option(help="ReAct turns per episode.")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Conversations per batched generate call.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out data (align holds out 1000).")] = 1000,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write figures + records as JSON.")
+    ] = None,
+) -> None:
+    """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI."""
+    from posttrain.pipelines.evaluate import run_eval
+
+    result = run_eval(
+        task,
+        model,
+        adapter,
+        split,
+        n,
+        max_new_tokens=max_new_tokens,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seed=seed,
+        output=output,
+    )
+    console.print(result["table"])
+    if output is not None:
+        console.print(f"wrote {output}")
 
 
 @models_app.command("list")

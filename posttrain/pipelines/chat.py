@@ -79,12 +79,28 @@ def run_generate(
     return len(outs)
 
 
-def run_chat(model: str | None, adapter: Path | None, max_new_tokens: int, system: str | None) -> None:
-    """Read-eval-print loop over stdin; keeps the conversation until /reset."""
+def run_chat(
+    model: str | None,
+    adapter: Path | None,
+    max_new_tokens: int,
+    system: str | None,
+    tools: str | None = None,
+    max_steps: int = 6,
+) -> None:
+    """Read-eval-print loop over stdin; keeps the conversation until /reset.
+
+    With `tools="tool_use"` every reply runs the ReAct loop over the tool_use tools (calculator,
+    search, calendar, unit_converter, weather) and prints each step as it happens.
+    """
     from rich.console import Console
 
     console = Console()
+    if tools is not None and tools != "tool_use":
+        raise PosttrainError(f"--tools {tools}: the available tool set is tool_use")
     llm, tok = load_for_inference(_base_for(model, adapter), adapter)
+    if tools is not None:
+        _tool_chat(console, llm, tok, _prompt_variant(adapter), max_new_tokens, system, max_steps)
+        return
     history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     start = list(history)
     console.print("[dim]posttrain chat: /reset clears the history, /quit leaves[/]")
@@ -109,3 +125,69 @@ def run_chat(model: str | None, adapter: Path | None, max_new_tokens: int, syste
         reply = generate_batch(llm, tok, [history], max_new_tokens=max_new_tokens)[0]
         history.append({"role": "assistant", "content": reply})
         console.print(f"[bold cyan]model>[/] {reply}")
+
+
+def _prompt_variant(adapter: Path | None) -> bool:
+    """Whether the adapter was trained with the compact system prompt (align's default)."""
+    meta = Path(adapter) / "posttrain.json" if adapter is not None else None
+    if meta is None or not meta.exists():
+        return True
+    return bool(json.loads(meta.read_text()).get("compact_prompt", True))
+
+
+def _tool_chat(
+    console: Any, llm: Any, tok: Any, compact: bool, max_new_tokens: int, system: str | None, max_steps: int
+) -> None:
+    import tempfile
+
+    from posttrain.agents.toolcall import run_react
+    from posttrain.tasks.align_metrics import generator, tool_use_system_prompt
+    from posttrain.tasks.tool_use import build_registry
+
+    generate = generator(llm, tok, max_new_tokens, batch_size=1)
+    start = [{"role": "system", "content": system or tool_use_system_prompt("heldout", compact)}]
+    history = list(start)
+    console.print("[dim]posttrain chat --tools tool_use: /reset clears the history, /quit leaves[/]")
+    with tempfile.TemporaryDirectory(prefix="posttrain-chat-") as tmp:
+        registry = build_registry("heldout", Path(tmp))
+        while True:
+            try:
+                line = console.input("[bold]you> [/]").strip()
+            except EOFError:
+                break
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/reset":
+                history = list(start)
+                console.print("[dim]history cleared[/]")
+                continue
+            if not line:
+                continue
+            history.append({"role": "user", "content": line})
+            for step in range(1, max_steps + 1):
+                # One step at a time, so each tool call shows up as it happens; a malformed turn
+                # goes back to the model as an error observation instead of ending the reply.
+                episode = run_react([history], registry, generate, 1, on_parse_failure="continue")[0]
+                history = episode.messages
+                _show_step(console, step, episode.steps[0])
+                if episode.status == "final":
+                    console.print(f"[bold cyan]model>[/] {episode.final_answer}")
+                    break
+            else:
+                console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
+
+
+def _show_step(console: Any, number: int, step: Any) -> None:
+    from rich.markup import escape
+
+    parse = step.parse
+    head = f"[dim]step {number}[/]"
+    if parse.kind in ("call", "final"):
+        console.print(f"{head} Thought: {escape(parse.thought or '')}", highlight=False)
+        if parse.kind == "call":
+            call = escape(f"{parse.call.name}({json.dumps(parse.call.args)})")
+            console.print(f"  [green]-> {call}[/]", highlight=False)
+            console.print(f"  [blue]<- {escape(step.observation or '')}[/]", highlight=False)
+    else:
+        console.print(f"{head} [red]{parse.kind}[/]: {escape(parse.error or '')}", highlight=False)
+        console.print(f"  {escape(repr(step.raw[:300]))}", highlight=False)

@@ -5,7 +5,8 @@ the rewards that rank trajectories, and the evaluation runners both `posttrain a
 Runners take a `generate` callable (conversations -> texts, see `agents.toolcall.Generate`), not
 a model, so this module never loads one.
 
-tool_use, per scored turn (a held-out row: its prompt, the model's reply `t`, the row's gold):
+tool_use, per scored turn (a held-out prompt, the model's reply `t`, the gold first turn; in
+`posttrain align`/`eval` the first turn of each held-out episode, see `evaluate_tool_use`):
 
 | figure | over | counts a turn when |
 |---|---|---|
@@ -18,8 +19,7 @@ tool_use, per scored turn (a held-out row: its prompt, the model's reply `t`, th
 | `irrelevance_accuracy` | first turns of prompts that need no tool | `t` has no Action (BFCL: no call) |
 | `task_accuracy` | episodes run freely | the ReAct loop ends in a Final Answer carrying the gold |
 
-Turns after the first are scored with the gold history as context (teacher forcing), so one early
-mistake does not hide every later turn; `task_accuracy` is the free-running number.
+`task_accuracy` runs each episode freely to its end, so it is the multi-step number.
 
 meetings, per held-out scenario: `accuracy` (prediction on the outcome's side of 0.5; a reply that
 does not parse counts as wrong), `brier` (an unparsed reply counts as 0.5), `parse_rate`, and for
@@ -388,30 +388,39 @@ def select_episodes(rows: Sequence[dict], episodes: int) -> list[dict]:
 def evaluate_tool_use(
     generate: Generate, rows: Sequence[dict], split: str, max_steps: int
 ) -> tuple[dict[str, Figure], list[dict]]:
-    """Score `rows` (whole episodes, see `select_episodes`) for a `split`'s tools.
+    """Run every episode that starts at a step-0 row of `rows` freely through the ReAct loop with a
+    `split`'s tools ("train" or "heldout"); score its first turn (`TOOL_USE_METRICS`) and its end
+    (`task_accuracy`). Returns figures and one record per episode.
 
-    Step-0 turns come from the free-running ReAct episodes (their first reply is the same greedy
-    generation), later turns from generation on the gold history. A fresh calendar per call keeps
-    one model's writes from leaking into another's evaluation. Returns figures and per-turn records.
+    Only first turns are scored per turn: a later prompt would hold gold turns in its history,
+    which a base model copies in context, so its format numbers would measure the history and not
+    the model. Multi-step skill shows in `task_accuracy`. A fresh calendar per call keeps one
+    model's writes out of the next one's evaluation.
     """
+    starts = [r for r in rows if r["step"] == 0]
     with tempfile.TemporaryDirectory(prefix="posttrain-eval-") as tmp:
         registry = build_registry(split, Path(tmp))  # type: ignore[arg-type]
-        starts = [r for r in rows if r["step"] == 0]
         episodes = run_react([r["prompt"] for r in starts], registry, generate, max_steps)
-        later = [r for r in rows if r["step"] > 0]
-        later_out = generate([r["prompt"] for r in later]) if later else []
-        texts = {id(r): ep.steps[0].raw for r, ep in zip(starts, episodes, strict=True)}
-        texts |= {id(r): t for r, t in zip(later, later_out, strict=True)}
-        ordered = [texts[id(r)] for r in rows]
-        figs = tool_use_turn_metrics(ordered, rows, registry)
-        solved = [
-            ep.status == "final" and answer_matches(ep.final_answer, r["gold_answer"])
-            for r, ep in zip(starts, episodes, strict=True)
-        ]
+        first = [ep.steps[0].raw for ep in episodes]
+        figs = tool_use_turn_metrics(first, starts, registry)
+    solved = [
+        ep.status == "final" and answer_matches(ep.final_answer, r["gold_answer"])
+        for r, ep in zip(starts, episodes, strict=True)
+    ]
     figs["task_accuracy"] = figure(solved)
     records = [
-        {"id": r["id"], "task": r["task"], "step": r["step"], "expected": r["completion"], "output": t}
-        for r, t in zip(rows, ordered, strict=True)
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "expected": r["completion"],
+            "first_turn": text,
+            "steps": episode_record(ep),
+            "status": ep.status,
+            "final_answer": ep.final_answer,
+            "gold_answer": r["gold_answer"],
+            "solved": ok,
+        }
+        for r, ep, text, ok in zip(starts, episodes, first, solved, strict=True)
     ]
     return figs, records
 
@@ -515,11 +524,16 @@ def tool_use_episode_rows(split: str, seed: int, episodes: int, compact: bool) -
         n *= 2
 
 
+def tool_use_first_turns(split: str, seed: int, episodes: int, compact: bool) -> list[dict]:
+    """The step-0 rows (prompt alone, gold first turn, gold answer) of `episodes` episodes."""
+    return [r for r in tool_use_episode_rows(split, seed, episodes, compact) if r["step"] == 0]
+
+
 def eval_data(task: str, seed: int, size: int, compact: bool) -> dict[str, Any]:
-    """Held-out evaluation sets: tool_use {indist, heldout} rows of `size` episodes each;
-    meetings {heldout: `size` scenarios}. `seed` must differ from every training seed."""
+    """Held-out evaluation sets: tool_use {indist, heldout}: first-turn rows of `size` episodes
+    each; meetings {heldout: `size` scenarios}. `seed` must differ from every training seed."""
     if task == "tool_use":
-        return {s: tool_use_episode_rows(g, seed, size, compact) for s, g in TOOL_SPLITS.items()}
+        return {s: tool_use_first_turns(g, seed, size, compact) for s, g in TOOL_SPLITS.items()}
     return {"heldout": mt.generate_scenarios(size, seed)}
 
 

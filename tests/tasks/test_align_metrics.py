@@ -179,15 +179,37 @@ def test_compact_prompt_is_shorter_and_lists_every_tool(tiny_tokenizer):
     assert "Final Answer:" in compact and '"tool"' in compact
 
 
-def test_eval_data_is_whole_episodes_from_the_held_out_seed():
+def test_eval_data_is_first_turns_from_the_held_out_seed():
     data = am.eval_data("tool_use", 1000, 3, compact=True)
     for split, rows in data.items():
-        assert len({r["episode"] for r in rows}) == 3
-        assert all(r["gold"] is None for r in rows if r is rows[-1])
-        tools = "unit_converter" in rows[0]["prompt"][0]["content"]
-        assert tools == (split == "heldout")
+        assert len(rows) == len({r["episode"] for r in rows}) == 3
+        assert all(
+            r["step"] == 0 and r["id"].startswith(f"tool_use-{am.TOOL_SPLITS[split]}-1000-") for r in rows
+        )
+        assert ("unit_converter" in rows[0]["prompt"][0]["content"]) == (split == "heldout")
     scenarios = am.eval_data("meetings", 1000, 4, compact=True)["heldout"]
     assert [s.scenario_id for s in scenarios] == [f"s1000-{i:05d}" for i in range(4)]
+
+
+def test_evaluate_tool_use_scores_first_turns_and_runs_episodes_to_the_end():
+    rows = am.tool_use_first_turns("train", 1000, 4, compact=True)
+    by_prompt = {r["prompt"][1]["content"]: r for r in rows}
+
+    def oracle(conversations):  # the gold first turn, then a final answer carrying the gold
+        out = []
+        for conv in conversations:
+            row = by_prompt[conv[1]["content"]]
+            if len(conv) == 2:
+                out.append(row["completion"])
+            else:
+                out.append(format_final("Done.", f"The answer is {row['gold_answer']}."))
+        return out
+
+    figs, records = am.evaluate_tool_use(oracle, rows, "train", max_steps=4)
+    assert figs["full_compliance"] == am.Figure(1.0, 4, (1.0, 1.0))
+    assert figs["argument_accuracy"].value == 1.0 and figs["tool_choice_accuracy"].value == 1.0
+    assert figs["task_accuracy"] == am.Figure(1.0, 4, (1.0, 1.0))
+    assert [r["first_turn"] for r in records] == [r["completion"] for r in rows]
 
 
 def test_eval_tables_show_n_and_ci_for_every_model():

@@ -1,0 +1,187 @@
+"""Align quality: `posttrain align` on both tasks, base vs SFT vs DPO on held-out data.
+
+Runs the real pipeline (`run_align`) once per task with the task's preset plus a budget, then
+gathers the held-out tables into the issue's schema:
+
+    {"tool_use": {"base": {...}, "sft": {...}, "dpo": {...}},          # in-distribution split
+     "tool_use_heldout": {"base": {...}, "sft": {...}, "dpo": {...}},  # unseen tools and templates
+     "meetings": {"sft_accuracy", "trajectory_accuracy", "dpo_accuracy",
+                  "majority_baseline", "oracle_accuracy", "n", ...}}
+
+Each `{...}` holds full_compliance, json_validity, thought_prefix_rate, hallucinated_tool_rate,
+irrelevance_accuracy, tool_choice_accuracy, argument_accuracy, task_accuracy and n (scored turns),
+every figure with `<name>_ci` (bootstrap 95%) and `<name>_n`. In "meetings", `sft_accuracy` is
+the SFT predictor reading the scenario text, `trajectory_accuracy` the SFT agent's phase-2
+trajectories (greedy and sampled), `dpo_accuracy` the DPO agent with tools; the other
+model/mode pairs are there too (`sft_agent_accuracy`, `dpo_direct_accuracy`, `base_*`).
+Held-out data always comes from `evaluation.seed` (1000), which training never uses; nothing is
+tuned on it.
+
+    python bench/align_quality.py                               # smollm2-135m, budget small (CPU)
+    python bench/align_quality.py --budget full                 # the presets as they are
+    python bench/align_quality.py --model tiny-random --budget smoke --out /tmp/aq.json   # seconds
+
+Budget small fits ~35 minutes on a 2-core CPU with smollm2-135m (both tasks; see BUDGETS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results" / "align_quality.json"
+TASKS = ("tool_use", "meetings")
+
+# `--set` overrides on top of posttrain/presets/align_<task>.yaml. "full" is the presets alone.
+BUDGETS: dict[str, dict[str, list[str]]] = {
+    "full": {"tool_use": [], "meetings": []},
+    "small": {
+        "tool_use": [
+            "data.train_rows=400",
+            "rollouts.prompts=8",
+            "rollouts.k=3",
+            "pairs.synthetic=64",
+            "pairs.on_policy=16",
+            "dpo.train.max_steps=30",
+            "evaluation.episodes=32",
+        ],
+        "meetings": [
+            "data.train_rows=240",
+            "data.agent_demos=24",
+            "pairs.synthetic=24",
+            "pairs.on_policy=8",
+            "dpo.train.max_steps=12",
+            "evaluation.scenarios=32",
+        ],
+    },
+    # A pipeline check on tiny-random: every stage runs, the numbers mean nothing.
+    "smoke": {task: [] for task in TASKS},
+}
+SMOKE_PRESET = "align_test"
+
+
+def run_task(task: str, model: str, budget: str, output_root: Path, extra: list[str]) -> dict[str, Any]:
+    """One `run_align` for `task`; returns its summary."""
+    from posttrain.config import AlignConfig, load_config
+    from posttrain.pipelines.align import run_align
+
+    preset = SMOKE_PRESET if budget == "smoke" else f"align_{task}"
+    name = f"bench-{task}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = load_config(
+        AlignConfig,
+        preset=preset,
+        overrides=BUDGETS[budget][task] + extra,
+        extra={
+            "task": task,
+            "model": {"name": model},
+            "run": {"name": name, "output_root": str(output_root)},
+        },
+    )
+    summary = run_align(cfg)
+    if summary["status"] != "completed":
+        raise SystemExit(f"{task}: align {summary['status']}: {summary.get('error')}")
+    return summary
+
+
+def _flat(figs: dict[str, dict[str, Any]], n: int) -> dict[str, Any]:
+    """{metric: value, metric_ci, metric_n, ..., n} from the run's figure dicts."""
+    out: dict[str, Any] = {}
+    for name, fig in figs.items():
+        out[name] = None if fig["value"] is None else round(fig["value"], 4)
+        out[f"{name}_ci"] = fig["ci"]
+        out[f"{name}_n"] = fig["n"]
+    out["n"] = n
+    return out
+
+
+def tool_use_block(summary: dict[str, Any], split: str) -> dict[str, Any]:
+    by_model = summary["eval"][split]
+    return {m: _flat(figs, figs["full_compliance"]["n"]) for m, figs in by_model.items()}
+
+
+def meetings_block(summary: dict[str, Any]) -> dict[str, Any]:
+    by_model = summary["eval"]["heldout"]
+    refs = summary["references"]
+    traj = summary["trajectories"]["accuracy"]
+
+    def fig(name: str, f: dict[str, Any] | None) -> dict[str, Any]:
+        if f is None:
+            return {}
+        return {
+            name: None if f["value"] is None else round(f["value"], 4),
+            f"{name}_ci": f["ci"],
+            f"{name}_n": f["n"],
+        }
+
+    out: dict[str, Any] = {}
+    out |= fig("sft_accuracy", by_model.get("sft", {}).get("direct_accuracy"))
+    out |= fig("trajectory_accuracy", traj)
+    out |= fig("dpo_accuracy", by_model.get("dpo", {}).get("agent_accuracy"))
+    out |= fig("majority_baseline", refs["majority_baseline"])
+    out |= fig("oracle_accuracy", refs["oracle_accuracy"])
+    out["n"] = refs["oracle_accuracy"]["n"]
+    for model, figs in by_model.items():
+        for metric, f in figs.items():
+            key = f"{model}_{metric}"
+            if key not in ("sft_direct_accuracy", "dpo_agent_accuracy"):
+                out |= fig(key, f)
+    out |= fig("trajectory_greedy_accuracy", summary["trajectories"]["greedy_accuracy"])
+    return out
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", default="smollm2-135m", help="smollm2-135m (default), tiny-random, hub id or dir"
+    )
+    p.add_argument("--budget", choices=list(BUDGETS), default="small")
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="default: both")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra key=value for both")
+    p.add_argument("--output-dir", type=Path, default=Path("runs") / "bench", help="parent of the runs")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    command = "python bench/align_quality.py " + shlex.join(sys.argv[1:])
+    result: dict[str, Any] = {}
+    meta: dict[str, Any] = {
+        "model": args.model,
+        "budget": args.budget,
+        "overrides": {t: BUDGETS[args.budget][t] + args.overrides for t in args.tasks},
+        "command": command.strip(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "runtime_s": {},
+        "runs": {},
+    }
+    for task in args.tasks:
+        start = time.perf_counter()
+        summary = run_task(task, args.model, args.budget, args.output_dir, args.overrides)
+        meta["runtime_s"][task] = round(time.perf_counter() - start, 1)
+        meta["runs"][task] = summary["run_dir"]
+        meta["device"] = summary["device"]
+        if task == "tool_use":
+            result["tool_use"] = tool_use_block(summary, "indist")
+            result["tool_use_heldout"] = tool_use_block(summary, "heldout")
+        else:
+            result["meetings"] = meetings_block(summary)
+    result["meta"] = meta
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "meta"}, indent=1)[:4000])
+    print(f"\ncommand: {meta['command']}\nruntime: {meta['runtime_s']}\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

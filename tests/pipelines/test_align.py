@@ -1,0 +1,201 @@
+"""`posttrain align` end to end through the CLI on tiny-random for both tasks, plus the pieces
+with exact answers: best-vs-worst pairing, on-policy pairs sharing their prompt, and the
+assistant-only loss mask of multi-turn conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from posttrain.config import AlignConfig, load_config
+from posttrain.errors import ConfigError
+from posttrain.pipelines.align import (
+    _check_seeds,
+    on_policy_pairs,
+    pair_best_worst,
+    tokenize_conversation,
+)
+from posttrain.store import Store
+from posttrain.tasks import meetings as mt
+from tests.conftest import run_cli
+
+PRESET = yaml.safe_load((Path(__file__).parents[2] / "posttrain/presets/align_test.yaml").read_text())
+
+
+# ------------------------------------------------------------------ pairing
+
+
+def test_pair_best_worst_picks_extremes_and_respects_the_margin():
+    group = [(0.2, "a"), (0.9, "b"), (0.5, "c"), (0.2, "d")]
+    assert pair_best_worst(group, 0.5) == ("b", "d", pytest.approx(0.7))  # ties: the later one is worst
+    assert pair_best_worst(group, 0.71) is None
+    assert pair_best_worst([(0.9, "x"), (0.1, "y")], 0.1, key=len) is None  # same key: same trajectory
+    assert pair_best_worst([(1.0, "only")], 0.0) is None
+
+
+def _trace(prompt_id: str, reward: float, text: str) -> dict:
+    prompt = [{"role": "system", "content": "tools"}, {"role": "user", "content": f"question {prompt_id}"}]
+    return {
+        "prompt_id": prompt_id,
+        "prompt": prompt,
+        "messages": [{"role": "assistant", "content": text}],
+        "reward": {"total": reward},
+    }
+
+
+def test_on_policy_pairs_share_their_prompt_and_pair_best_with_worst():
+    traces = [
+        _trace("p1", 0.5, "middle"),
+        _trace("p1", 1.0, "best"),
+        _trace("p1", 0.0, "worst"),
+        _trace("p2", 0.6, "close"),
+        _trace("p2", 0.5, "closer"),
+        _trace("p3", 0.9, "same"),
+        _trace("p3", 0.1, "same"),
+    ]
+    pairs = on_policy_pairs(traces, min_margin=0.3, limit=10)
+    assert len(pairs) == 1  # p2's gap is too small, p3's two texts are the same
+    (pair,) = pairs
+    assert pair["id"] == "p1" and pair["source"] == "on_policy"
+    assert pair["prompt"] == traces[0]["prompt"]
+    assert pair["chosen"][0]["content"] == "best" and pair["rejected"][0]["content"] == "worst"
+    assert pair["margin"] == 1.0
+    assert on_policy_pairs(traces, min_margin=0.3, limit=0) == []
+
+
+def test_evaluation_seed_must_not_repeat_a_training_seed():
+    cfg = load_config(AlignConfig, preset="align_test", overrides=["evaluation.seed=42"])
+    with pytest.raises(ConfigError, match="evaluation.seed=42 equals data.seed"):
+        _check_seeds(cfg)
+    cfg = load_config(AlignConfig, preset="align_test", overrides=["pairs.synthetic=0", "pairs.on_policy=0"])
+    with pytest.raises(ConfigError, match="DPO would have no data"):
+        _check_seeds(cfg)
+
+
+def test_conversation_mask_covers_exactly_the_assistant_turns(tiny_tokenizer):
+    tok = tiny_tokenizer
+    messages = [
+        {"role": "system", "content": "tools here"},
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "Thought: add\nAction: call"},
+        {"role": "user", "content": "Observation: 5"},
+        {"role": "assistant", "content": "Final Answer: 5"},
+    ]
+    row = tokenize_conversation(tok, messages, max_length=10_000)
+    whole = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == whole
+    learned = tok.decode([t for t, m in zip(row["input_ids"], row["completion_mask"], strict=True) if m])
+    assert learned == "Thought: add\nAction: call<|im_end|>\nFinal Answer: 5<|im_end|>\n"
+    cut = tokenize_conversation(tok, messages, max_length=7)
+    assert len(cut["input_ids"]) == len(cut["completion_mask"]) == 7
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def _align(task: str, tmp_path: Path) -> tuple[Path, dict]:
+    out = run_cli(
+        "align",
+        "--task",
+        task,
+        "--preset",
+        "align_test",
+        "--name",
+        task,
+        "--output-dir",
+        "runs",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / task
+    assert "| dpo |" in out.stdout  # the CLI prints the table
+    return run, json.loads((run / "summary.json").read_text())
+
+
+def _common_artefacts(run: Path, task: str) -> tuple[list, list]:
+    for name in ("config.yaml", "report.md", "eval.json", "plots/sft_loss.png", "plots/compliance.png"):
+        assert (run / name).exists(), name
+    traces = json.loads((run / "trajectories" / "agent_traces.json").read_text())
+    assert len(traces) >= PRESET["rollouts"]["prompts"] * PRESET["rollouts"]["k"]
+    pairs = json.loads((run / "trajectories" / "preference_pairs.json").read_text())
+    assert sum(p["source"] == "synthetic" for p in pairs) == PRESET["pairs"]["synthetic"]
+    for p in pairs:
+        assert p["prompt"][-1]["role"] == "user" and p["chosen"][0]["role"] == "assistant"
+        assert p["chosen"] != p["rejected"]
+
+    # Both adapters saved; DPO moved away from the SFT weights it started from.
+    sft = load_file(run / "sft_adapter" / "adapter_model.safetensors")
+    dpo = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert sft.keys() == dpo.keys()
+    assert any(not (sft[k] == dpo[k]).all() for k in sft)
+    assert json.loads((run / "adapter" / "posttrain.json").read_text())["task"] == task
+    sft_losses = [
+        r["loss"]
+        for r in map(json.loads, (run / "metrics_sft.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert len(sft_losses) == PRESET["sft"]["max_steps"]
+
+    # Every trajectory is in the store, with its reward.
+    store = Store(f"sqlite:///{run.parent / 'posttrain.db'}")
+    record = store.find_run(run.name)
+    assert record is not None and record.status == "completed"
+    stored = store.list_trajectories(record.id)
+    assert len(stored) == len(traces)
+    assert [s.reward for s in stored] == pytest.approx([t["reward"]["total"] for t in traces])
+
+    # The table: base, SFT and DPO on every split, each figure with its n.
+    results = json.loads((run / "eval.json").read_text())
+    report = (run / "report.md").read_text()
+    for split, by_model in results["splits"].items():
+        assert list(by_model) == ["base", "sft", "dpo"], split
+        for figs in by_model.values():
+            assert all(
+                f["n"] > 0 for k, f in figs.items() if not k.startswith(("hallucinated", "irrelevance"))
+            )
+    for name in ("| base |", "| sft |", "| dpo |", "n="):
+        assert name in report
+    return traces, pairs
+
+
+def test_align_tool_use_end_to_end(tiny_spec, tmp_path):
+    run, summary = _align("tool_use", tmp_path)
+    traces, pairs = _common_artefacts(run, "tool_use")
+    results = json.loads((run / "eval.json").read_text())
+    assert set(results["splits"]) == {"indist", "heldout"}
+    episodes = PRESET["evaluation"]["episodes"]
+    assert results["splits"]["indist"]["base"]["task_accuracy"]["n"] == episodes
+    assert all(t["policy"] in ("sft-greedy", "sft-sample(t=0.8)") for t in traces)
+    assert {p["defect"] for p in pairs if p["source"] == "synthetic"} <= {
+        "malformed_json",
+        "missing_thought",
+        "hallucinated_tool",
+        "wrong_tool",
+        "schema_violation",
+        "refusal",
+        "no_tool_when_needed",
+        "tool_when_not_needed",
+    }
+    assert summary["sft"]["steps"] == PRESET["sft"]["max_steps"]
+    assert summary["dpo"]["steps"] == PRESET["dpo"]["train"]["max_steps"]
+
+
+def test_align_meetings_end_to_end(tiny_spec, tmp_path):
+    run, summary = _align("meetings", tmp_path)
+    traces, pairs = _common_artefacts(run, "meetings")
+    results = json.loads((run / "eval.json").read_text())
+    n = PRESET["evaluation"]["scenarios"]
+    assert results["splits"]["heldout"]["sft"]["direct_accuracy"]["n"] == n
+    assert set(results["references"]) == {"majority_baseline", "oracle_accuracy"}
+    # Synthetic pairs are two scripted trajectories of one scenario, under that scenario's prompt.
+    scenarios = {s.scenario_id: s for s in mt.generate_scenarios(PRESET["pairs"]["synthetic"], 42 + 1)}
+    for p in pairs:
+        if p["source"] == "synthetic":
+            assert p["prompt"][1]["content"] == mt.agent_prompt(scenarios[p["id"]])
+            assert p["chosen_reward"] - p["rejected_reward"] >= 0.2 - 1e-9
+    assert all("reward" in t and "ground_truth_prob" in t for t in traces)
+    assert summary["trajectories"]["count"] == len(traces)
