@@ -35,9 +35,31 @@ def _sft_throughput(r: dict) -> str:
         f"| {r['ours_tokens_per_s']} | {r['trl_tokens_per_s']} | {r['ratio_vs_trl']} | "
         f"{r['matmul_gflops']} | {r['utilisation']} |\n\n"
         "utilisation = 4 × all parameters × ours tokens/s ÷ the highest of three matmul readings "
-        "taken during the run. The committed run shared the 2 cores with other training jobs (see the "
-        "spread of the matmul readings); on an idle core pair the fp32 ceiling reads ~355 GFLOP/s and a "
-        "profiled step of ours ~180 tokens/s. Rerun the command on an idle machine for clean figures.\n"
+        f"taken during the run ({', '.join(str(x) for x in r['matmul_gflops_readings'])} GFLOP/s)."
+        + (
+            " The readings differ by more than 30%: the machine was shared during the run, so rerun "
+            "the command on an idle machine for clean figures.\n"
+            if max(r["matmul_gflops_readings"]) > 1.3 * min(r["matmul_gflops_readings"])
+            else "\n"
+        )
+    )
+
+
+def _gpu_throughput(r: dict) -> str:
+    rows = "".join(
+        f"| {e['device']} | {e['model']} ({e['params_total'] / 1e6:.0f}M) | {e['settings']} | "
+        f"{e['sft']['tokens_per_s']} | {e['sft']['mfu']} | {e['dpo']['tokens_per_s']} | {e['dpo']['mfu']} | "
+        f"{e['peak_tflops']} ({e['peak_source']}) | `{e['command']}` |\n"
+        for e in r.values()
+    )
+    return (
+        "**Training throughput and MFU by hardware** (`python bench/gpu_throughput.py`): LoRA r=16 "
+        "SFT and DPO through posttrain's trainers; MFU = (4 SFT, 6 DPO) × parameters × tokens/s ÷ "
+        "peak. Each row names the hardware it was measured on; a CPU row is the script's tiny-size "
+        "check, not a GPU figure.\n\n"
+        "| device | model | settings | SFT tokens/s | SFT MFU | DPO tokens/s | DPO MFU "
+        "| peak TFLOP/s | command |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + rows
     )
 
 
@@ -187,6 +209,7 @@ FORMATTERS = {
     "rollout_throughput": _rollout_throughput,
     "rlhf_quality": _rlhf_quality,
     "sft_throughput": _sft_throughput,
+    "gpu_throughput": _gpu_throughput,
     "trial_overhead": _trial_overhead,
     "tune_compare": _tune_compare,
     "seal_inner": _seal_inner,

@@ -24,7 +24,6 @@ app.add_typer(runs_app, name="runs")
 data_app = typer.Typer(help="Generate task data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
-STALE_GRACE_S = 300.0  # 20 missed heartbeats: the process is gone, not busy
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="A preset shipped in posttrain/presets.")]
@@ -435,6 +434,7 @@ def runs_list(
     """Runs in the store, newest first."""
     from posttrain.pipelines.finetune import open_store
     from posttrain.report import runs_table
+    from posttrain.rundir import STALE_GRACE_S
 
     st = open_store(store, output_dir)
     st.mark_stale_running(STALE_GRACE_S)

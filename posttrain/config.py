@@ -37,6 +37,10 @@ class ModelSettings(_Strict):
     attn_implementation: str = Field(
         "auto", description="auto = flash_attention_2 if installed on CUDA, else sdpa."
     )
+    use_kernels: bool = Field(
+        False,
+        description="Fused hub kernels (transformers/TRL use_kernels; needs `kernels`, CUDA).",
+    )
 
 
 class LoraSettings(_Strict):

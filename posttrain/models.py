@@ -144,15 +144,25 @@ class DeviceSettings:
     device: str
     dtype: torch.dtype
     attn_implementation: str
+    use_kernels: bool = False
 
     def describe(self) -> str:
+        kernels = " · hub kernels" if self.use_kernels else ""
         return (
-            f"{self.device} · {str(self.dtype).removeprefix('torch.')} · attention={self.attn_implementation}"
+            f"{self.device} · {str(self.dtype).removeprefix('torch.')} · "
+            f"attention={self.attn_implementation}{kernels}"
         )
 
 
-def device_settings(device: str = "auto", dtype: str = "auto", attn: str = "auto") -> DeviceSettings:
-    """bf16 + flash-attention-2 (or SDPA) where CUDA supports them, fp32 + SDPA on CPU."""
+def device_settings(
+    device: str = "auto", dtype: str = "auto", attn: str = "auto", use_kernels: bool = False
+) -> DeviceSettings:
+    """bf16 + flash-attention-2 (or SDPA) where CUDA supports them, fp32 + SDPA on CPU.
+
+    `use_kernels` is transformers' (and TRL's `model_init_kwargs`) switch to swap layers for
+    fused hub kernels; it needs the `kernels` package and fetches kernels from the hub, so it is
+    never on unless asked for.
+    """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
@@ -163,7 +173,9 @@ def device_settings(device: str = "auto", dtype: str = "auto", attn: str = "auto
     if attn == "auto":
         flash = device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None
         attn = "flash_attention_2" if flash and torch_dtype != torch.float32 else "sdpa"
-    return DeviceSettings(device, torch_dtype, attn)
+    if use_kernels and importlib.util.find_spec("kernels") is None:
+        raise PosttrainError("model.use_kernels needs the `kernels` package: pip install kernels")
+    return DeviceSettings(device, torch_dtype, attn, use_kernels)
 
 
 def load_tokenizer(spec: str) -> Any:
@@ -182,8 +194,9 @@ def load_model(spec: str, settings: DeviceSettings | None = None) -> tuple[Any, 
     settings = settings or device_settings()
     source = resolve(spec)
     try:
+        extra = {"use_kernels": True} if settings.use_kernels else {}
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=settings.dtype, attn_implementation=settings.attn_implementation
+            source, dtype=settings.dtype, attn_implementation=settings.attn_implementation, **extra
         )
     except OSError as exc:
         raise PosttrainError(f"cannot load model '{spec}': {exc}".splitlines()[0]) from exc

@@ -25,6 +25,7 @@ from posttrain.errors import PosttrainError
 from posttrain.store import Store
 
 HEARTBEAT_S = 15.0
+STALE_GRACE_S = 300.0  # 20 missed heartbeats: the process is gone, not busy
 
 
 def default_run_name(kind: str) -> str:
@@ -104,11 +105,22 @@ class _Heartbeat:
 
 
 @contextmanager
-def tracked_run(store: Store, kind: str, run: RunDir, config: dict[str, Any], resume: bool) -> Iterator[int]:
+def tracked_run(
+    store: Store,
+    kind: str,
+    run: RunDir,
+    config: dict[str, Any],
+    resume: bool,
+    stale_grace_s: float = STALE_GRACE_S,
+) -> Iterator[int]:
     """A store row for the run: `running` with a heartbeat, then `failed` if the body raises.
 
-    The body sets completed/diverged itself; on resume the existing row is reused.
+    The body sets completed/diverged itself; on resume the existing row is reused. A resume
+    first fails every `running` row whose heartbeat is older than `stale_grace_s`: those
+    processes were killed, and a store that still calls them running misleads whoever reads it.
     """
+    if resume:
+        store.mark_stale_running(stale_grace_s)
     existing = store.find_run(run.name) if resume else None
     if existing is not None:
         run_id = existing.id

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from posttrain.errors import PosttrainError
+from posttrain.rundir import RunDir, tracked_run
 from posttrain.store import SCHEMA_VERSION, Store, default_store_url
 
 # ---------------------------------------------------------------- backend fixture
@@ -171,16 +172,20 @@ def test_find_run_and_list_runs(store: Store) -> None:
     assert store.list_runs(limit=1)[0].id == other
 
 
+# Wide enough that a starved test process (a loaded CI box) does not make fresh rows look stale.
+GRACE_S = 1.5
+
+
 def test_mark_stale_running_fails_only_silent_running_runs(store: Store) -> None:
     silent = store.create_run(_unique("silent"), "sft", {}, None)
     beating = store.create_run(_unique("beating"), "sft", {}, None)
     finished = store.create_run(_unique("finished"), "sft", {}, None)
     store.update_run(finished, status="completed")
-    time.sleep(0.4)
+    time.sleep(GRACE_S + 0.3)
     store.heartbeat(beating)
     fresh = store.create_run(_unique("fresh"), "sft", {}, None)
 
-    stale = store.mark_stale_running(grace_s=0.3)
+    stale = store.mark_stale_running(grace_s=GRACE_S)
 
     assert silent in stale and not {beating, finished, fresh} & set(stale)
     assert (store.get_run(silent).status, store.get_run(silent).error) == ("failed", "stale heartbeat")
@@ -189,7 +194,19 @@ def test_mark_stale_running_fails_only_silent_running_runs(store: Store) -> None
         "completed",
         "running",
     ]
-    assert silent not in store.mark_stale_running(grace_s=0.3)  # already failed: not reported twice
+    assert silent not in store.mark_stale_running(grace_s=GRACE_S)  # already failed: not reported twice
+
+
+def test_resume_fails_runs_whose_heartbeat_stopped_and_revives_its_own(store: Store, tmp_path: Path) -> None:
+    dead = store.create_run(_unique("dead"), "sft", {}, None)
+    name = _unique("resumed")
+    killed = store.create_run(name, "sft", {}, None)
+    time.sleep(GRACE_S + 0.3)
+
+    with tracked_run(store, "sft", RunDir(tmp_path, name), {}, resume=True, stale_grace_s=GRACE_S) as run_id:
+        assert run_id == killed
+        assert (store.get_run(dead).status, store.get_run(dead).error) == ("failed", "stale heartbeat")
+        assert store.get_run(killed).status == "running"
 
 
 def test_default_url_comes_from_env_then_runs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

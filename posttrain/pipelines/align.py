@@ -73,7 +73,9 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     store = open_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "align", run, cfg.model_dump(mode="json"), resume) as run_id:
         start = time.perf_counter()
-        settings = device_settings(cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation)
+        settings = device_settings(
+            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
+        )
         resident = ResidentModel(cfg.model.name, settings)
         stages = _load_json(run.path / "stages.json") if resume else {}
 

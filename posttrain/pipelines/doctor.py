@@ -68,8 +68,8 @@ def diagnose() -> list[tuple[str, str, str]]:
     rows.append(
         (
             "fused kernels",
-            "available" if kernels and torch.cuda.is_available() else "off",
-            "TRL model_init_kwargs={'use_kernels': True} needs the `kernels` package and CUDA",
+            "available (model.use_kernels=true)" if kernels and torch.cuda.is_available() else "off",
+            "transformers/TRL use_kernels needs the `kernels` package and CUDA; opt-in, it fetches kernels",
         )
     )
     rows.append(

@@ -68,7 +68,9 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "sft", run, cfg.model_dump(mode="json"), resume) as run_id:
-        settings = device_settings(cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation)
+        settings = device_settings(
+            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
+        )
         resident = ResidentModel(cfg.model.name, settings)
         lora = cfg.lora
         model = resident.fresh_adapter(lora.r, lora.alpha, lora.dropout, cfg.train.seed, lora.target_modules)
@@ -126,7 +128,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "dpo", run, cfg.model_dump(mode="json"), resume) as run_id:
-        settings = device_settings(cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation)
+        settings = device_settings(
+            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
+        )
         resident = ResidentModel(cfg.model.name, settings)
         if cfg.dpo.adapter:
             model = resident.load_adapter(cfg.dpo.adapter, trainable=True)

@@ -47,7 +47,9 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "tune", run, cfg.model_dump(mode="json"), resume) as run_id:
-        settings = device_settings(cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation)
+        settings = device_settings(
+            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
+        )
         resident = ResidentModel(cfg.model.name, settings)
         team = _agent_team(cfg, AgentLog(run.path / "agents.jsonl", store, run_id))
         proposer = make_proposer(

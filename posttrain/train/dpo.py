@@ -67,12 +67,16 @@ def dpo_train(
     metrics_path: Path | None = None,
     resume: bool = False,
     checkpoints: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
-    """Train the PEFT `model`'s active adapter with DPO in place; never raises on divergence."""
+    """Train the PEFT `model`'s active adapter with DPO in place; never raises on divergence.
+
+    `callbacks` are extra `TrainerCallback`s (benchmarks hang their clocks here).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     args = hf_args_for(out_dir, hp, model, checkpoints)
     log = StepLog(metrics_path)
-    callbacks: list[Any] = [log] + ([CheckpointMarker()] if checkpoints else [])
+    callbacks = [log, *([CheckpointMarker()] if checkpoints else []), *(callbacks or [])]
     trainer = GuardedDPOTrainer(
         model=model,
         args=TRLDPOConfig(**args, max_length=hp.max_length, beta=hp.beta, loss_type=[hp.loss_type]),

@@ -94,8 +94,25 @@ class SFTHParams:
     max_length: int = 512
 
 
+def varlen_attention(model: Any) -> bool:
+    """Whether attention takes packed sequences natively (flash-attention's varlen kernels).
+
+    Padding-free batching flattens a whole batch into one sequence. Flash attention splits it
+    again by `cu_seq_lens`; SDPA and eager instead build a block-diagonal mask over the whole
+    flattened length, so attention costs (batch x max_length)^2 in time and memory. Measured on
+    the 2-core CPU with smollm2-135m, batch 8 x 512 tokens: half the tokens/s and a 10 GB step.
+    """
+    return "flash" in str(getattr(model.config, "_attn_implementation", "") or "")
+
+
 def _trl_config(out_dir: Path, hp: SFTHParams, model: Any, do_save: bool) -> TRLSFTConfig:
     args = hf_args_for(out_dir, hp, model, do_save)
+    if hp.packing and not varlen_attention(model):
+        # One packed row per forward, the batch made up by accumulation: the same tokens per
+        # optimizer step and the same token-mean loss (num_items_in_batch spans the window),
+        # with attention over max_length instead of batch x max_length.
+        args["gradient_accumulation_steps"] *= args["per_device_train_batch_size"]
+        args["per_device_train_batch_size"] = args["per_device_eval_batch_size"] = 1
     return TRLSFTConfig(
         **args,
         max_length=hp.max_length,
