@@ -113,3 +113,22 @@ def test_lean_loss_equals_trl_loss(resident, data, tmp_path, packing):
         ours = trainer.compute_loss(model, dict(batch))
         theirs = SFTTrainer.compute_loss(trainer, model, dict(batch))
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_packed_rows_accumulated_train_like_the_flattened_batch(resident, data, tmp_path, monkeypatch):
+    """Without varlen attention a packed batch runs one row per forward; the update must be the
+    one padding-free flattening (block-diagonal attention over the whole batch) gives."""
+    import posttrain.train.sft as sft
+
+    hp = _hp(max_steps=3, save_steps=100)
+    states = {}
+    for flattened in (False, True):
+        monkeypatch.setattr(sft, "varlen_attention", lambda model, flat=flattened: flat)
+        model = resident.fresh_adapter(8, 16, 0.0, seed=0)
+        result = sft_train(model, resident.tokenizer, data[0], None, tmp_path / str(flattened), hp)
+        assert result.status == "completed" and result.steps == 3
+        states[flattened] = (lora_state(model), [loss for _, loss in result.losses])
+    (rows, row_losses), (flat, flat_losses) = states[False], states[True]
+    assert row_losses == pytest.approx(flat_losses, rel=1e-4)
+    for key in flat:
+        torch.testing.assert_close(rows[key], flat[key], rtol=1e-4, atol=1e-6)
