@@ -67,8 +67,25 @@ class GuardedSFTTrainer(GuardMixin, SFTTrainer):
                 self._total_train_tokens += int(inputs["attention_mask"].sum())
             else:
                 self._total_train_tokens += int(inputs["position_ids"].size(1))
+        elif getattr(self, "_eval_sums", None) is not None:
+            self._eval_sums += torch.stack([total.detach().double(), counted.double()])
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs):  # noqa: D102
+        # The Trainer averages per-batch means, and a padding-free batch counts as one sample:
+        # eval_loss would then depend on the eval batch size (and so differ between trials of
+        # different batch sizes). Report the token mean over the whole split instead.
+        self._eval_sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)
+        try:
+            metrics = super().evaluate(*args, **kwargs)
+            loss_sum, tokens = self.accelerator.reduce(self._eval_sums, reduction="sum").tolist()
+        finally:
+            self._eval_sums = None
+        key = f"{kwargs.get('metric_key_prefix', 'eval')}_loss"
+        if tokens and key in metrics:
+            metrics[key] = loss_sum / tokens
+        return metrics
 
 
 @dataclass

@@ -132,3 +132,16 @@ def test_packed_rows_accumulated_train_like_the_flattened_batch(resident, data, 
     assert row_losses == pytest.approx(flat_losses, rel=1e-4)
     for key in flat:
         torch.testing.assert_close(rows[key], flat[key], rtol=1e-4, atol=1e-6)
+
+
+def test_eval_loss_is_the_token_mean_whatever_the_eval_batching(resident, data, tmp_path, monkeypatch):
+    import posttrain.train.sft as sft
+
+    model = resident.fresh_adapter(8, 16, 0.0, seed=0)
+    losses = []
+    # max_length 64: about one example per packed row, so batching changes a mean of means
+    for flattened in (False, True):  # one row per batch, then 4 rows flattened into one sequence
+        monkeypatch.setattr(sft, "varlen_attention", lambda model, flat=flattened: flat)
+        out = tmp_path / str(flattened)
+        losses.append(sft.evaluate_loss(model, resident.tokenizer, data[1], out, max_length=64))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
