@@ -81,7 +81,20 @@ def _seal_knowledge(r: dict) -> str:
     return (
         f"**SEAL knowledge incorporation** (`python bench/seal_knowledge.py`): {r['model']}, "
         f"{r['n_passages']} held-out passages, {r['n_questions']} questions asked without the passage.\n\n"
-        "| condition | F1 | EM | 95% CI (F1) |\n|---|---|---|---|\n" + rows
+        "| condition | F1 | EM | 95% CI (F1) |\n|---|---|---|---|\n"
+        + rows
+        + (
+            "\nThe paper's ordering (SEAL self-edits > base self-edits > passage only > base) "
+            + ("holds" if r.get("paper_ordering_holds") else "does not hold")
+            + f" in this run ({r['setup']['rounds']} ReST-EM rounds, {r['setup']['train_passages']} "
+            f"training passages, {r['setup']['inner_epochs']:g} inner epochs on {r['model']}"
+            + (
+                "): every condition stays near zero, so at this budget the inner update does not make "
+                "the model recall the passages and the comparison says nothing either way.\n"
+                if max(r[c]["f1"] for c in conditions if c in r) < 0.05
+                else ").\n"
+            )
+        )
     )
 
 
@@ -139,7 +152,20 @@ def _rlhf_quality(r: dict) -> str:
         "|---|---|---|---|---|---|\n"
         f"| {r['sft_reward_mean']:.4f} | {r['rl_reward_mean']:.4f} "
         f"| {r['reward_gain']:.4f} [{lo:.4f}, {hi:.4f}] "
-        f"| {r['kl_target']} | {r['kl_mean_after_warmup']:.2g} | {r['kl_within_band']} |\n"
+        f"| {r['kl_target']} | {r['kl_mean_after_warmup']:.2g} | {r['kl_within_band']} |\n\n"
+        f"{r['rl_steps']} GRPO steps after {r['sft_steps']} SFT steps; the reward model ranks "
+        f"{r['rm_heldout_accuracy']:.0%} of held-out answer pairs correctly. "
+        + (
+            "The gain's CI is above zero."
+            if lo > 0
+            else "The gain's CI includes zero: no significant improvement at this budget."
+        )
+        + (
+            ""
+            if r["kl_within_band"]
+            else f" The dynamic KL controller did not hold the target (β ended at {r['beta_final']:.3g})."
+        )
+        + f" Command as run: `{r.get('command', 'python bench/rlhf_quality.py')}`.\n"
     )
 
 
