@@ -17,7 +17,9 @@ Tokens are the trainers' own counts of non-pad tokens (SFT: packed rows; DPO: ch
 rejected sequences). MFU divides the model FLOPs by the peak: LoRA training does a forward
 (2 FLOPs per parameter per token) and a backward through the frozen weights (another 2), and
 DPO adds the reference forward with the adapter disabled (2 more), so 4·P (SFT) and 6·P (DPO)
-per token. The peak is the GPU's dense bf16 figure from PEAK_TFLOPS when the GPU is known,
+per token, with P the non-embedding parameters (the usual MFU convention; posttrain's SFT loss
+runs the LM head only where there are labels, so counting it at every token would flatter us).
+The peak is the GPU's dense bf16 figure from PEAK_TFLOPS when the GPU is known,
 else a measured GEMM ceiling (always measured on CPU). Results go to
 bench/results/gpu_throughput.json keyed by the device, so a CPU run never overwrites a GPU one.
 """
@@ -205,11 +207,12 @@ def main() -> None:
             base, tok, described = build_model(args.size, args.model, settings)
             model = fresh_lora(base, args.lora_r)
             trainable, total = parameter_count(model)
+            dense = total - base.get_input_embeddings().weight.numel()
             tps = runner(model, tok, args, Path(tmp) / job)
             jobs[job] = {
                 "tokens_per_s": round(tps, 1),
-                "mfu": round(flops_per_param * total * tps / (peak_tflops * 1e12), 4),
-                "flops_per_token": flops_per_param * total,
+                "mfu": round(flops_per_param * dense * tps / (peak_tflops * 1e12), 4),
+                "flops_per_token": flops_per_param * dense,
             }
             if cuda:
                 jobs[job]["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -222,6 +225,7 @@ def main() -> None:
         "device": device,
         "model": described,
         "params_total": total,
+        "params_non_embedding": dense,
         "params_trainable": trainable,
         "settings": settings.describe(),
         "kernels": args.kernels,

@@ -54,9 +54,9 @@ def _gpu_throughput(r: dict) -> str:
     )
     return (
         "**Training throughput and MFU by hardware** (`python bench/gpu_throughput.py`): LoRA r=16 "
-        "SFT and DPO through posttrain's trainers; MFU = (4 SFT, 6 DPO) × parameters × tokens/s ÷ "
-        "peak. Each row names the hardware it was measured on; a CPU row is the script's tiny-size "
-        "check, not a GPU figure.\n\n"
+        "SFT and DPO through posttrain's trainers; MFU = (4 SFT, 6 DPO) × non-embedding parameters × "
+        "tokens/s ÷ peak. Each row names the hardware it was measured on; a CPU row is the script's "
+        "tiny-size check, not a GPU figure.\n\n"
         "| device | model | settings | SFT tokens/s | SFT MFU | DPO tokens/s | DPO MFU "
         "| peak TFLOP/s | command |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + rows

@@ -28,6 +28,9 @@ _EXPORTS = {
     "load_sft_dataset": "posttrain.tasks.instructions",
     "load_preference_dataset": "posttrain.tasks.instructions",
     "make_train_and_eval": "posttrain.train.hparams",
+    "LocalExecutor": "posttrain.executors",
+    "RayExecutor": "posttrain.executors",
+    "make_executor": "posttrain.executors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -447,12 +447,12 @@ def runs_show(
     store: StoreOpt = None,
     output_dir: Annotated[str, typer.Option(help="Where the default store lives.")] = "runs",
 ) -> None:
-    """One run: config, final metrics and its episodes."""
+    """One run: config, final metrics, its episodes and its executor task attempts."""
     from posttrain.pipelines.finetune import open_store
     from posttrain.report import run_detail
 
     st = open_store(store, output_dir)
-    console.print(run_detail(st.get_run(run_id), st.list_episodes(run_id)))
+    console.print(run_detail(st.get_run(run_id), st.list_episodes(run_id), st.list_task_attempts(run_id)))
 
 
 def _quiet_libraries() -> None:

@@ -93,6 +93,30 @@ class RunSettings(_Strict):
     )
 
 
+class ExecutorSettings(_Strict):
+    """Where independent work (tune proposals, SEAL inner updates, rollout shards) runs."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description="local: one after another in this process, on the resident base; ray: one Ray task "
+        "each (needs `pip install posttrain[ray]`).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray: None starts a local Ray on this machine; 'auto' joins the running cluster; "
+        "'ray://host:10001' connects a client.",
+    )
+    num_cpus: float | None = Field(None, gt=0, description="ray: CPUs per task (None = 1).")
+    num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="ray: GPUs per task (None = 1 when the cluster has GPUs, else 0); 0.5 packs two per GPU.",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="ray: retries of a task that raised or whose worker died (each in the store)."
+    )
+
+
 class SFTConfig(_Strict):
     """`posttrain sft`: LoRA supervised fine-tuning with loss on the completion only."""
 
@@ -571,6 +595,14 @@ class AgentSettings(_Strict):
     qa_items: int = Field(4, ge=1, description="QA items per episode.")
     qa_weight: float = Field(0.0, ge=0, description="Weight of the QA-score change in the reward (0 = seed).")
     tpe_startup_trials: int = Field(3, ge=1, description="Random trials before TPE models the space.")
+    proposals_per_episode: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Configs trained per episode (in parallel with executor ray); the best is the episode's. "
+        "agents: the tuner's, then its lr x2, x1/2, x4, ... (distinct, in range); random/tpe/hybrid: "
+        "more draws.",
+    )
     seed: int = Field(0, description="Seed of the agents, the proposers and the trials.")
 
 
@@ -605,6 +637,9 @@ class TuneConfig(_Strict):
     )
     seal: SealStageSettings = Field(default_factory=SealStageSettings, description="The SEAL stage.")
     trial: TrialSettings = Field(default_factory=TrialSettings, description="Budget of each training.")
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings, description="Where the proposals of an episode train."
+    )
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
 
 
@@ -722,6 +757,9 @@ class SEALConfig(_Strict):
     evaluation: SEALEvalSettings = Field(
         default_factory=SEALEvalSettings, description="Held-out results table."
     )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings, description="Where the E-step's inner updates run."
+    )
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
 
 
@@ -758,7 +796,13 @@ class AlignRolloutSettings(_Strict):
     max_steps: int = Field(6, ge=1, description="ReAct turns per trajectory.")
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
-    seed: int = Field(1, description="Seed of the held-in prompts and of sampling.")
+    seed: int = Field(
+        1,
+        description="Seed of the held-in prompts and of sampling (ray: shard i samples with seed + i).",
+    )
+    prompts_per_task: int = Field(
+        8, ge=1, description="executor ray: held-in prompts per rollout task (local runs them all at once)."
+    )
 
 
 class AlignPairSettings(_Strict):
@@ -816,6 +860,9 @@ class AlignConfig(_Strict):
     dpo: AlignDPOSettings = Field(default_factory=AlignDPOSettings, description="DPO stage.")
     evaluation: AlignEvalSettings = Field(
         default_factory=AlignEvalSettings, description="Held-out base/SFT/DPO comparison."
+    )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings, description="Where the rollout shards run."
     )
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
 

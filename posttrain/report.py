@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from posttrain.store import EpisodeRecord, RunRecord
+from posttrain.store import EpisodeRecord, RunRecord, TaskAttemptRecord
 
 __all__ = ["format_value", "markdown_table", "run_detail", "runs_table", "write_training_report"]
 
@@ -81,8 +81,11 @@ def runs_table(runs: Sequence[RunRecord]) -> Table:
     return table
 
 
-def run_detail(run: RunRecord, episodes: Sequence[EpisodeRecord]) -> Group:
-    """Everything `runs show` prints: run fields, final metrics, then one row per episode."""
+def run_detail(
+    run: RunRecord, episodes: Sequence[EpisodeRecord], attempts: Sequence[TaskAttemptRecord] = ()
+) -> Group:
+    """Everything `runs show` prints: run fields, final metrics, one row per episode, and the
+    executor's task attempts (tasks and retries per stage, then every attempt that did not succeed)."""
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
@@ -122,7 +125,33 @@ def run_detail(run: RunRecord, episodes: Sequence[EpisodeRecord]) -> Group:
                 _compact(episode.decisions),
             )
         parts.append(table)
+    if attempts:
+        parts += _attempt_tables(attempts)
     return Group(*parts)
+
+
+def _attempt_tables(attempts: Sequence[TaskAttemptRecord]) -> list[Table]:
+    stages = Table(title="executor tasks", title_justify="left")
+    for column in ("stage", "tasks", "attempts", "ok", "failed", "lost", "running"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in dict.fromkeys(a.stage for a in attempts):
+        mine = [a for a in attempts if a.stage == stage]
+        count = {
+            status: sum(a.status == status for a in mine) for status in ("ok", "failed", "lost", "running")
+        }
+        tasks = len({a.task_key for a in mine})
+        stages.add_row(stage, str(tasks), str(len(mine)), *(str(n) for n in count.values()))
+    tables = [stages]
+    bad = [a for a in attempts if a.status in ("failed", "lost")]
+    if bad:
+        failures = Table(title="failed task attempts", title_justify="left")
+        for column in ("stage", "task", "attempt", "status", "worker", "error"):
+            failures.add_column(column, justify="right" if column == "attempt" else "left")
+        for a in bad:
+            error = Text(a.error or "-", style="red")
+            failures.add_row(a.stage, a.task_key, str(a.attempt), a.status, a.worker or "-", error)
+        tables.append(failures)
+    return tables
 
 
 # ---------------------------------------------------------------- markdown

@@ -1,4 +1,4 @@
-"""The history store: every run, episode, agent message, trajectory and self-edit.
+"""The history store: every run, episode, agent message, trajectory, self-edit and task attempt.
 
 One SQLAlchemy code path serves a local SQLite file (the default, `runs/posttrain.db`) and
 PostgreSQL (any other URL), so a Ray cluster can share one history by pointing
@@ -36,6 +36,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    func,
     select,
     text,
     update,
@@ -47,20 +48,27 @@ from sqlalchemy.pool import StaticPool
 from posttrain.errors import PosttrainError
 
 __all__ = [
+    "ATTEMPT_STATUSES",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "AgentMessageRecord",
+    "AttemptStatus",
     "EpisodeRecord",
     "RunRecord",
     "RunStatus",
     "SelfEditRecord",
     "Store",
+    "TaskAttemptRecord",
     "TrajectoryRecord",
     "default_store_url",
 ]
 
 RunStatus = Literal["running", "completed", "failed", "diverged"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+# A task attempt is "running" until its worker records "ok" or "failed"; one whose worker died
+# first stays "running" until the driver, once the task has its final result, marks it "lost".
+AttemptStatus = Literal["running", "ok", "failed", "lost"]
+ATTEMPT_STATUSES: tuple[str, ...] = get_args(AttemptStatus)
 
 DEFAULT_STORE_PATH = Path("runs") / "posttrain.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -143,6 +151,21 @@ class SelfEditRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TaskAttemptRecord:
+    id: int
+    run_id: int
+    stage: str
+    task_key: str
+    attempt: int
+    status: str
+    worker: str | None
+    error: str | None
+    duration_s: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -223,17 +246,36 @@ class _SelfEdit(_Base):
     created_at: Mapped[datetime] = mapped_column(_Time)
 
 
+class _TaskAttempt(_Base):
+    __tablename__ = "task_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(64))
+    task_key: Mapped[str] = mapped_column(String(255))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(_Time)
+    finished_at: Mapped[datetime | None] = mapped_column(_Time)
+
+
 # ---------------------------------------------------------------- schema migrations
 #
 # MIGRATIONS[i] takes a database from schema version i to i + 1, inside the one transaction
 # that also records the new version, so a crash mid-upgrade leaves the old version intact.
-# Steps are append-only: never edit a released step. Step 1 builds from the live table
-# classes above; the first later step that alters a column of an existing table must first
-# freeze step 1 into a copy of today's definitions.
+# Steps are append-only: never edit a released step. Steps 1 and 3 build from the live table
+# classes above (step 1 names its five tables, so a table added later is not created twice);
+# the first later step that alters a column of an existing table must first freeze those steps
+# into a copy of today's definitions.
+
+_V1_TABLES = ("runs", "episodes", "agent_messages", "trajectories", "self_edits")
 
 
 def _step1_create_tables(conn: Connection) -> None:
-    _Base.metadata.create_all(conn, checkfirst=False)
+    tables = [_Base.metadata.tables[name] for name in _V1_TABLES]
+    _Base.metadata.create_all(conn, tables=tables, checkfirst=False)
 
 
 def _step2_add_indexes(conn: Connection) -> None:
@@ -250,7 +292,16 @@ def _step2_add_indexes(conn: Connection) -> None:
         conn.exec_driver_sql(f"CREATE INDEX {name} ON {table} ({columns})")
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_step1_create_tables, _step2_add_indexes)
+def _step3_task_attempts(conn: Connection) -> None:
+    _Base.metadata.tables["task_attempts"].create(conn, checkfirst=False)
+    conn.exec_driver_sql("CREATE INDEX ix_task_attempts_run ON task_attempts (run_id, stage, task_key)")
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _step1_create_tables,
+    _step2_add_indexes,
+    _step3_task_attempts,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -286,7 +337,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_R = TypeVar("_R", RunRecord, EpisodeRecord, AgentMessageRecord, TrajectoryRecord, SelfEditRecord)
+_R = TypeVar(
+    "_R", RunRecord, EpisodeRecord, AgentMessageRecord, TrajectoryRecord, SelfEditRecord, TaskAttemptRecord
+)
 
 
 def _record(cls: type[_R], row: _Base) -> _R:
@@ -385,6 +438,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
+
+    @property
+    def connect_url(self) -> str:
+        """The URL as given, password included, for worker processes that open their own `Store`
+        (a Ray task recording its attempts); never print it, print `url`."""
+        return self._raw_url
 
     def close(self) -> None:
         """Release pooled connections. Reopen with a new `Store` to use the database again."""
@@ -665,3 +724,88 @@ class Store:
         query = query.order_by(_SelfEdit.iteration, _SelfEdit.id)
         with self._read() as session, session.begin():
             return [_record(SelfEditRecord, row) for row in session.scalars(query)]
+
+    # ------------------------------------------------------------ task attempts
+
+    def start_task_attempt(self, run_id: int, stage: str, task_key: str, worker: str | None = None) -> int:
+        """Record that a worker began a task (stage "tune.train", key "episode0/proposal1", ...).
+
+        The attempt number is one more than the task's earlier attempts, counted in the same
+        transaction; attempts of one task run one after another, so numbers never collide.
+        Returns the row id for `finish_task_attempt`.
+        """
+        same_task = (
+            (_TaskAttempt.run_id == run_id)
+            & (_TaskAttempt.stage == stage)
+            & (_TaskAttempt.task_key == task_key)
+        )
+        try:
+            with self._write() as session, session.begin():
+                earlier = session.scalar(select(func.count()).select_from(_TaskAttempt).where(same_task)) or 0
+                row = _TaskAttempt(
+                    run_id=run_id,
+                    stage=stage,
+                    task_key=task_key,
+                    attempt=earlier + 1,
+                    status="running",
+                    worker=worker,
+                    error=None,
+                    duration_s=None,
+                    created_at=_now(),
+                    finished_at=None,
+                )
+                session.add(row)
+                session.flush()
+                return row.id
+        except exc.IntegrityError:
+            self.get_run(run_id)  # raises the readable "run N not found" when that is the cause
+            raise
+
+    def finish_task_attempt(
+        self,
+        attempt_id: int,
+        status: AttemptStatus,
+        error: str | None = None,
+        duration_s: float | None = None,
+    ) -> None:
+        """Close an attempt as "ok", "failed" (with the error) or "lost"."""
+        if status not in ATTEMPT_STATUSES or status == "running":
+            raise ValueError(f"an attempt finishes as ok, failed or lost, got {status!r}")
+        values = {
+            "status": status,
+            "error": error,
+            "duration_s": _finite_or_none(duration_s),
+            "finished_at": _now(),
+        }
+        with self._write() as session, session.begin():
+            result = session.execute(
+                update(_TaskAttempt).where(_TaskAttempt.id == attempt_id).values(**values)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise PosttrainError(f"task attempt {attempt_id} not found in {self.url}")
+
+    def mark_lost_attempts(self, run_id: int, stage: str, task_keys: Sequence[str]) -> int:
+        """Mark the still-"running" attempts of these tasks "lost" (their worker died before it could
+        record an outcome). Call it once the tasks have their final result; returns how many."""
+        if not task_keys:
+            return 0
+        lost = (
+            (_TaskAttempt.run_id == run_id)
+            & (_TaskAttempt.stage == stage)
+            & (_TaskAttempt.task_key.in_(list(task_keys)))
+            & (_TaskAttempt.status == "running")
+        )
+        values = {
+            "status": "lost",
+            "error": "the worker died before recording an outcome",
+            "finished_at": _now(),
+        }
+        with self._write() as session, session.begin():
+            result = session.execute(update(_TaskAttempt).where(lost).values(**values))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def list_task_attempts(self, run_id: int) -> list[TaskAttemptRecord]:
+        """The run's task attempts in the order they started."""
+        query = select(_TaskAttempt).where(_TaskAttempt.run_id == run_id).order_by(_TaskAttempt.id)
+        with self._read() as session, session.begin():
+            return [_record(TaskAttemptRecord, row) for row in session.scalars(query)]

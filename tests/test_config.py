@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from posttrain.config import DPOConfig, SFTConfig, load_config, parse_override
+from posttrain.config import (
+    AlignConfig,
+    DPOConfig,
+    ExecutorSettings,
+    SEALConfig,
+    SFTConfig,
+    TuneConfig,
+    load_config,
+    parse_override,
+)
 from posttrain.errors import ConfigError
 
 
@@ -53,3 +62,17 @@ def test_bad_files(tmp_path):
         load_config(SFTConfig, path=scalar)
     with pytest.raises(ConfigError, match="not found"):
         load_config(SFTConfig, path=tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("cls", [TuneConfig, SEALConfig, AlignConfig])
+def test_executor_block_is_shared_and_set_from_the_command_line(cls):
+    assert cls.model_fields["executor"].annotation is ExecutorSettings
+    assert cls().executor == ExecutorSettings()  # local unless asked: today's path
+    cfg = load_config(
+        cls, overrides=["executor.kind=ray", "executor.ray_address=auto", "executor.num_gpus=0.5"]
+    )
+    assert (cfg.executor.kind, cfg.executor.ray_address, cfg.executor.num_gpus) == ("ray", "auto", 0.5)
+    with pytest.raises(ConfigError, match="executor.kind: Input should be 'local' or 'ray'"):
+        load_config(cls, overrides=["executor.kind=dask"])
+    with pytest.raises(ConfigError, match="did you mean 'executor.max_retries'"):
+        load_config(cls, overrides=["executor.max_retry=3"])

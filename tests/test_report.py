@@ -89,6 +89,30 @@ def test_run_detail_lists_fields_metrics_and_episodes(store: Store) -> None:
     ]
 
 
+def test_run_detail_counts_task_attempts_per_stage_and_lists_failures(store: Store) -> None:
+    run_id = store.create_run("tune-ray", "tune", {}, None)
+    for key, outcomes in (("episode0/proposal0", ["ok"]), ("episode0/proposal1", ["failed", "lost", "ok"])):
+        for outcome in outcomes:
+            attempt = store.start_task_attempt(run_id, "tune.train", key, worker="node-a:7")
+            error = "RuntimeError: CUDA out of memory." if outcome == "failed" else None
+            store.finish_task_attempt(attempt, outcome, error=error, duration_s=1.0)
+    store.start_task_attempt(run_id, "seal.inner", "iteration0/c0/0")  # still running
+
+    text = _render(run_detail(store.get_run(run_id), [], store.list_task_attempts(run_id)))
+
+    rows = _cells(text)
+    start = rows.index(["stage", "tasks", "attempts", "ok", "failed", "lost", "running"])
+    assert rows[start + 1 : start + 3] == [
+        ["tune.train", "2", "4", "2", "1", "1", "0"],
+        ["seal.inner", "1", "1", "0", "0", "0", "1"],
+    ]
+    start = rows.index(["stage", "task", "attempt", "status", "worker", "error"])
+    assert rows[start + 1][:5] == ["tune.train", "episode0/proposal1", "1", "failed", "node-a:7"]
+    assert rows[start + 1][5] == "RuntimeError: CUDA out of memory."
+    assert rows[start + 2][:4] == ["tune.train", "episode0/proposal1", "2", "lost"]
+    assert len(rows) == start + 3  # the successful attempts are only counted
+
+
 def test_run_detail_without_episodes_has_no_episode_table(store: Store) -> None:
     run_id = store.create_run("fresh", "sft", {}, None)
     text = _render(run_detail(store.get_run(run_id), []))

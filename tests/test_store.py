@@ -110,6 +110,37 @@ def test_every_table_round_trips_and_survives_reopening(store: Store, store_url:
     reopened.close()
 
 
+def test_task_attempts_are_numbered_per_task_and_closed_once(store: Store) -> None:
+    run_id = store.create_run(_unique("tune"), "tune", {}, None)
+    first = store.start_task_attempt(run_id, "tune.train", "episode0/proposal1", worker="node-a:101")
+    other = store.start_task_attempt(run_id, "tune.train", "episode0/proposal0", worker="node-b:102")
+    store.finish_task_attempt(first, "failed", error="RuntimeError: CUDA out of memory.", duration_s=0.25)
+    second = store.start_task_attempt(run_id, "tune.train", "episode0/proposal1", worker="node-a:103")
+    store.finish_task_attempt(second, "ok", duration_s=math.nan)
+    # proposal0's worker died: its attempt stays "running" until the driver marks it lost
+    assert store.mark_lost_attempts(run_id, "tune.train", ["episode0/proposal0", "episode0/proposal1"]) == 1
+    assert store.mark_lost_attempts(run_id, "tune.train", []) == 0
+
+    attempts = store.list_task_attempts(run_id)
+    assert [(a.task_key, a.attempt, a.status) for a in attempts] == [
+        ("episode0/proposal1", 1, "failed"),
+        ("episode0/proposal0", 1, "lost"),
+        ("episode0/proposal1", 2, "ok"),
+    ]
+    assert attempts[0].error == "RuntimeError: CUDA out of memory." and attempts[0].duration_s == 0.25
+    assert attempts[0].worker == "node-a:101" and attempts[0].finished_at is not None
+    assert attempts[1].error and "died" in attempts[1].error
+    assert attempts[2].duration_s is None and attempts[2].error is None  # NaN stores as NULL
+    assert all(a.created_at.tzinfo is UTC for a in attempts)
+    assert [a.id for a in attempts] == [first, other, second]
+    with pytest.raises(ValueError, match="ok, failed or lost"):
+        store.finish_task_attempt(first, "running")
+    with pytest.raises(PosttrainError, match="task attempt 987654 not found"):
+        store.finish_task_attempt(987654, "ok")
+    with pytest.raises(PosttrainError, match="run 987654 not found"):
+        store.start_task_attempt(987654, "tune.train", "x")
+
+
 def test_non_finite_floats_are_stored_as_strings_in_json_and_null_in_columns(store: Store) -> None:
     run_id = store.create_run(_unique("dpo"), "dpo", {"beta": 0.1}, None)
     store.update_run(run_id, status="diverged", metrics={"loss": math.nan, "grad_norm": math.inf, "ok": 1.0})
@@ -307,9 +338,9 @@ def test_fresh_database_records_the_current_version(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     path.touch()  # an empty file is a version-0 database
     with Store(f"sqlite:///{path}") as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
-    assert _sqlite(path, "SELECT version FROM schema_version") == [(2,)]
-    assert len(_indexes(path)) == 6
+        assert store.schema_version() == SCHEMA_VERSION == 3
+    assert _sqlite(path, "SELECT version FROM schema_version") == [(3,)]
+    assert len(_indexes(path)) == 7
 
 
 def test_version_1_file_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) -> None:
@@ -318,7 +349,7 @@ def test_version_1_file_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) ->
     assert _indexes(path) == set()
 
     with Store(f"sqlite:///{path}") as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         old = store.get_run(1)
         assert (old.name, old.config, old.metrics) == ("old-run", {"lr": 0.001}, {"eval_loss": 2.5})
         assert old.created_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -326,8 +357,22 @@ def test_version_1_file_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) ->
         new_id = store.create_run("new-run", "sft", {}, None)
         assert new_id == 2
 
-    assert _sqlite(path, "SELECT version FROM schema_version") == [(2,)]
-    assert {"ix_runs_name", "ix_episodes_run", "ix_self_edits_run"} <= _indexes(path)
+    assert _sqlite(path, "SELECT version FROM schema_version") == [(3,)]
+    assert {"ix_runs_name", "ix_episodes_run", "ix_self_edits_run", "ix_task_attempts_run"} <= _indexes(path)
+
+
+def test_version_2_file_gains_the_task_attempts_table(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    _make_v1(path)
+    Store(f"sqlite:///{path}").close()  # today's code takes it to the newest version ...
+    _sqlite(path, "DROP TABLE task_attempts")  # ... so step back to exactly what version 2 had
+    _sqlite(path, "UPDATE schema_version SET version = 2")
+    with Store(f"sqlite:///{path}") as store:
+        assert store.schema_version() == 3
+        attempt = store.start_task_attempt(1, "tune.train", "episode0/proposal0")
+        store.finish_task_attempt(attempt, "ok", duration_s=1.5)
+        assert [(a.attempt, a.status) for a in store.list_task_attempts(1)] == [(1, "ok")]
+        assert store.get_run(1).name == "old-run"
 
 
 def test_a_failing_upgrade_rolls_back_to_the_old_version(tmp_path: Path) -> None:
@@ -349,7 +394,7 @@ def test_newer_schema_is_refused_naming_file_and_versions(tmp_path: Path) -> Non
         Store(f"sqlite:///{path}")
     message = str(err.value)
     assert str(path) in message
-    assert "schema version 7" in message and "versions up to 2" in message
+    assert "schema version 7" in message and "versions up to 3" in message
     assert _sqlite(path, "SELECT count(*) FROM runs") == [(1,)]  # untouched
 
 

@@ -2,7 +2,8 @@
 
     1. SFT        LoRA on whole conversations, loss on the assistant turns only
     2. rollouts   the SFT model acts on held-in prompts: k trajectories each (the first greedy),
-                  every one scored by the task's reward and recorded in the store
+                  every one scored by the task's reward and recorded in the store; with
+                  `executor: ray` shards of `rollouts.prompts_per_task` prompts run as Ray tasks
     3. pairs      the task's synthetic pairs + on-policy pairs (best vs worst trajectory of a
                   prompt, when the reward gap is clear)
     4. DPO        on top of the SFT adapter, which is also the frozen reference
@@ -20,6 +21,7 @@ complete checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import sys
@@ -35,6 +37,7 @@ import yaml
 from posttrain.agents.toolcall import Generate, run_react
 from posttrain.config import AlignConfig, dump_config
 from posttrain.errors import ConfigError, PosttrainError
+from posttrain.executors import AttemptLog, Executor, open_executor, worker_cached
 from posttrain.models import ResidentModel, device_settings
 from posttrain.report import markdown_table
 from posttrain.rundir import RunDir, default_run_name, open_store, save_adapter, tracked_run
@@ -71,7 +74,12 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name(f"align-{cfg.task}"), resume)
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
-    with tracked_run(store, "align", run, cfg.model_dump(mode="json"), resume) as run_id:
+    with (
+        tracked_run(store, "align", run, cfg.model_dump(mode="json"), resume) as run_id,
+        open_executor(
+            **cfg.executor.model_dump(), log=AttemptLog.for_store(store.connect_url, run_id)
+        ) as executor,
+    ):
         start = time.perf_counter()
         settings = device_settings(
             cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
@@ -84,7 +92,7 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         if stages["sft"]["status"] != "completed":
             return _diverged(store, run_id, run, cfg, stages, "sft")
 
-        traces = collect_trajectories(resident, data, cfg, run, store, run_id)
+        traces = collect_trajectories(resident, data, cfg, run, store, run_id, executor)
         stages["trajectories"] = _trajectory_stats(traces, cfg.task)
         pairs = build_preference_pairs(data, traces, cfg, run)
         stages["pairs"] = _pair_stats(pairs)
@@ -309,31 +317,128 @@ def _adapter_meta(cfg: AlignConfig, kind: str) -> dict[str, Any]:
 
 
 def collect_trajectories(
-    resident: ResidentModel, data: AlignData, cfg: AlignConfig, run: RunDir, store: Store, run_id: int
+    resident: ResidentModel,
+    data: AlignData,
+    cfg: AlignConfig,
+    run: RunDir,
+    store: Store,
+    run_id: int,
+    executor: Executor,
 ) -> list[dict[str, Any]]:
     """k trajectories per held-in prompt from the SFT model, each with its reward; written to
-    trajectories/agent_traces.json and, one row each, to the store."""
+    trajectories/agent_traces.json and, one row each, to the store.
+
+    Locally all prompts are one shard on the resident SFT model. On Ray each shard of
+    `prompts_per_task` prompts is a task that loads sft_adapter/ in its worker and samples with
+    seed `rollouts.seed + shard index`, so greedy trajectories equal the local ones and sampled
+    ones are reproducible for a given shard size.
+    """
     path = run.path / "trajectories" / "agent_traces.json"
     if path.exists():
         return json.loads(path.read_text())
     _say(f"2/5 trajectories: {len(data.rollout_prompts)} prompts x {cfg.rollouts.k}")
-    r = cfg.rollouts
-    tok = resident.tokenizer
-    torch.manual_seed(r.seed)
-    with am.merged(resident.model) as model:
-        greedy = am.generator(model, tok, r.max_new_tokens, r.batch_size)
-        sampled = am.generator(model, tok, r.max_new_tokens, r.batch_size, (r.temperature, r.top_p))
-        rollout = _tool_use_rollouts if cfg.task == "tool_use" else _meetings_rollouts
-        traces = rollout(data.rollout_prompts, greedy, r.max_steps, "sft-greedy")
-        if r.k > 1:
-            again = [p for p in data.rollout_prompts for _ in range(r.k - 1)]
-            traces += rollout(again, sampled, r.max_steps, f"sft-sample(t={r.temperature})")
+    r, prompts = cfg.rollouts, data.rollout_prompts
+    job = RolloutJob(cfg.task, r.k, r.temperature, r.top_p, r.max_steps, r.max_new_tokens, r.batch_size)
+    if executor.kind == "local":
+        with am.merged(resident.model) as model:
+            fn = functools.partial(rollout_shard, model, resident.tokenizer, job)
+            traces = run_rollouts(executor, fn, [RolloutShard(prompts, r.seed)])
+    else:
+        m, n = cfg.model, r.prompts_per_task
+        source = PolicySource(
+            m.name,
+            m.device,
+            m.dtype,
+            m.attn_implementation,
+            str((run.path / "sft_adapter").resolve()),
+            m.use_kernels,
+        )
+        shards = [RolloutShard(prompts[i : i + n], r.seed + i // n) for i in range(0, len(prompts), n)]
+        traces = run_rollouts(executor, functools.partial(rollout_shard_in_worker, source, job), shards)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(traces, indent=2, default=str))
     for t in traces:
         outcome = {k: t[k] for k in ("policy", "status", "correct", "final_answer")}
         store.add_trajectory(run_id, cfg.task, t["prompt_id"], t["steps"], t["reward"]["total"], outcome)
     return traces
+
+
+@dataclass(frozen=True)
+class RolloutJob:
+    """How every shard rolls out: the task, k trajectories per prompt and the generation budget."""
+
+    task: str
+    k: int
+    temperature: float
+    top_p: float
+    max_steps: int
+    max_new_tokens: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class RolloutShard:
+    """Held-in prompts rolled out by one task, and the torch seed its sampling starts from."""
+
+    prompts: list[dict[str, Any]]
+    seed: int
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Where a worker loads the policy from: the base spec and placement, and an adapter dir."""
+
+    model: str
+    device: str
+    dtype: str
+    attn_implementation: str
+    adapter: str
+    use_kernels: bool = False
+
+
+def rollout_shard(
+    model: Any, tokenizer: Any, job: RolloutJob, shard: RolloutShard
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(greedy, sampled) trajectories of a shard: one greedy per prompt, then k - 1 sampled each."""
+    torch.manual_seed(shard.seed)
+    greedy = am.generator(model, tokenizer, job.max_new_tokens, job.batch_size)
+    sampled = am.generator(model, tokenizer, job.max_new_tokens, job.batch_size, (job.temperature, job.top_p))
+    rollout = _tool_use_rollouts if job.task == "tool_use" else _meetings_rollouts
+    first = rollout(shard.prompts, greedy, job.max_steps, "sft-greedy")
+    more: list[dict[str, Any]] = []
+    if job.k > 1:
+        again = [p for p in shard.prompts for _ in range(job.k - 1)]
+        more = rollout(again, sampled, job.max_steps, f"sft-sample(t={job.temperature})")
+    return first, more
+
+
+def rollout_shard_in_worker(
+    source: PolicySource, job: RolloutJob, shard: RolloutShard
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`rollout_shard` in a Ray worker, on the policy loaded once per worker from `source`."""
+
+    def load() -> ResidentModel:
+        settings = device_settings(
+            source.device, source.dtype, source.attn_implementation, source.use_kernels
+        )
+        resident = ResidentModel(source.model, settings)
+        resident.load_adapter(source.adapter, trainable=False)
+        return resident
+
+    resident = worker_cached(repr(source), load)
+    with am.merged(resident.model) as model:
+        return rollout_shard(model, resident.tokenizer, job, shard)
+
+
+def run_rollouts(
+    executor: Executor,
+    fn: Callable[[RolloutShard], tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+    shards: list[RolloutShard],
+) -> list[dict[str, Any]]:
+    """Every shard through `fn`, one task each; all greedy trajectories first, then the sampled
+    ones, each group in prompt order (the layout of a single-shard run)."""
+    parts = executor.map(fn, shards, stage="align.rollouts", keys=[f"shard{i}" for i in range(len(shards))])
+    return [t for first, _ in parts for t in first] + [t for _, more in parts for t in more]
 
 
 def _tool_use_rollouts(

@@ -6,7 +6,8 @@ The run reads top to bottom:
 3. load the resident base once, with an inner adapter (reset before every self-edit) and a
    generator adapter (what ReST-EM trains);
 4. each outer iteration: E-step (sample k self-edits per context from the current
-   generator, score each by the reward of its inner update), keep the rewarded ones,
+   generator, score each by the reward of its inner update -- one executor task per
+   self-edit, so `executor: ray` spreads them over a cluster), keep the rewarded ones,
    M-step (SFT of the generator on them); every self-edit goes to the store;
 5. held-out results table: the model without update, the domain's reference rows, base vs
    SEAL-trained self-edits, and the pooled (continued-pretraining) variant;
@@ -18,6 +19,7 @@ Every random choice derives from `cfg.seed` through `derive_seed` and is written
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,11 +27,13 @@ import random
 import shutil
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from posttrain.config import SEALConfig, dump_config
+from posttrain.executors import AttemptLog, Executor, open_executor, worker_cached
 from posttrain.models import ResidentModel, device_settings
 from posttrain.pipelines.finetune import open_store
 from posttrain.report import markdown_table
@@ -77,17 +81,26 @@ def run_seal(cfg: SEALConfig, domain: BaseDomain | None = None) -> dict[str, Any
     dump_config(cfg, run.path / "config.yaml")
     run.write_json("seeds.json", seeds)
     store = open_store(cfg.run.store, cfg.run.output_root)
-    with tracked_run(store, "seal", run, cfg.model_dump(mode="json"), resume=False) as run_id:
+    with (
+        tracked_run(store, "seal", run, cfg.model_dump(mode="json"), resume=False) as run_id,
+        open_executor(
+            **cfg.executor.model_dump(), log=AttemptLog.for_store(store.connect_url, run_id)
+        ) as executor,
+    ):
         settings = device_settings(cfg.device, cfg.dtype)
         resident = ResidentModel(cfg.model_name, settings)
-        inner = InnerLoop(
-            resident,
-            r=cfg.lora_r,
-            alpha=cfg.lora_alpha,
-            dropout=cfg.lora_dropout,
-            hp=_inner_hparams(cfg),
-            adapter_seed=seeds["inner_adapter"],
+        spec = InnerSpec(
+            cfg.model_name,
+            cfg.device,
+            cfg.dtype,
+            cfg.lora_r,
+            cfg.lora_alpha,
+            cfg.lora_dropout,
+            _inner_hparams(cfg),
+            seeds["inner_adapter"],
         )
+        inner = spec.build(resident)
+        score_updates = inner_scorer(executor, domain, inner, spec)
         generator = GeneratorAdapter(
             inner.model,
             resident.tokenizer,
@@ -108,7 +121,7 @@ def run_seal(cfg: SEALConfig, domain: BaseDomain | None = None) -> dict[str, Any
         for iteration in range(cfg.max_outer_iterations):
             t0 = time.perf_counter()
             contexts = _pick_contexts(train_items, cfg.restem.contexts_per_iteration, cfg.seed, iteration)
-            samples = e_step(domain, generator, inner, baseline, contexts, iteration, cfg)
+            samples = e_step(domain, generator, score_updates, baseline, contexts, iteration, cfg)
             kept = select_kept(samples, cfg.restem.keep, cfg.restem.min_gain, cfg.restem.max_per_context)
             mstep = m_step(generator, kept, run.path / "mstep" / f"iteration{iteration}", iteration, cfg)
             row = {"iteration": iteration, "n_contexts": len(contexts), **reward_stats(samples), **mstep}
@@ -186,6 +199,73 @@ def _pick_contexts(items: Sequence[Any], n: int | None, seed: int, iteration: in
     return [items[i] for i in chosen]
 
 
+@dataclass(frozen=True)
+class InnerSpec:
+    """The inner loop's model and update settings: enough for a worker to build the same one."""
+
+    model: str
+    device: str
+    dtype: str
+    r: int
+    alpha: int
+    dropout: float
+    hp: SFTHParams
+    adapter_seed: int
+
+    def build(self, resident: ResidentModel) -> InnerLoop:
+        return InnerLoop(
+            resident,
+            r=self.r,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            hp=self.hp,
+            adapter_seed=self.adapter_seed,
+        )
+
+
+@dataclass(frozen=True)
+class InnerJob:
+    """One self-edit's inner update: train on `rows` once per seed, evaluate on `context` after each."""
+
+    context: Any
+    rows: list[dict]
+    overrides: dict[str, Any]
+    seeds: list[int]
+
+
+def inner_scores(domain: BaseDomain, inner: InnerLoop, job: InnerJob) -> list[float]:
+    """The adapted score of every inner run (NaN for a diverged one); the adapter ends reset."""
+
+    def evaluate() -> float:
+        return domain.evaluate(inner.model, inner.tokenizer, job.context).value
+
+    return inner.score(job.rows, evaluate, job.seeds, **job.overrides)
+
+
+def inner_scores_in_worker(spec: InnerSpec, domain: BaseDomain, job: InnerJob) -> list[float]:
+    """`inner_scores` in a Ray worker, on an inner loop built once per worker from `spec`."""
+    inner = worker_cached(
+        repr(spec), lambda: spec.build(ResidentModel(spec.model, device_settings(spec.device, spec.dtype)))
+    )
+    return inner_scores(domain, inner, job)
+
+
+def inner_scorer(
+    executor: Executor, domain: BaseDomain, inner: InnerLoop, spec: InnerSpec
+) -> Callable[[list[InnerJob], list[str]], list[list[float]]]:
+    """`score(jobs, keys)`: every job's run scores, one executor task per job. Locally the jobs
+    share the resident inner loop; on Ray each worker builds its own from `spec`."""
+    if executor.kind == "local":
+        fn: Callable[[InnerJob], list[float]] = functools.partial(inner_scores, domain, inner)
+    else:
+        fn = functools.partial(inner_scores_in_worker, spec, domain)
+
+    def score(jobs: list[InnerJob], keys: list[str]) -> list[list[float]]:
+        return executor.map(fn, jobs, stage="seal.inner", keys=keys)
+
+    return score
+
+
 class _Baseline:
     """Score of the plain base on each context, computed once (the base never changes)."""
 
@@ -207,13 +287,14 @@ class _Baseline:
 def e_step(
     domain: BaseDomain,
     generator: GeneratorAdapter,
-    inner: InnerLoop,
+    score_updates: Callable[[list[InnerJob], list[str]], list[list[float]]],
     baseline: _Baseline,
     contexts: Sequence[Any],
     iteration: int,
     cfg: SEALConfig,
 ) -> list[SelfEditSample]:
-    """Sample `samples_per_iteration` self-edits per context and score each by its inner update."""
+    """Sample `samples_per_iteration` self-edits per context and score each by its inner update
+    (`score_updates`, from `inner_scorer`: all of an iteration's updates in one map)."""
     prompts = [domain.create_self_edit_prompt(c) for c in contexts]
     g = cfg.generation
     texts, gen_seeds = generator.generate(
@@ -225,43 +306,42 @@ def e_step(
         batch_size=g.batch_size,
         seed=derive_seed(cfg.seed, "sample", iteration),
     )
-    samples = []
+    samples: list[SelfEditSample] = []
+    scored: list[tuple[SelfEditSample, InnerJob]] = []
     for context, prompt, edits, gen_seed in zip(contexts, prompts, texts, gen_seeds, strict=True):
         cid = domain.context_id(context)
         before = baseline(context).value
         for j, text in enumerate(edits):
             sample = SelfEditSample(iteration, cid, j, prompt, text, gen_seed, score_before=before)
             sample.completion = domain.canonical_self_edit(text)
-            _score_sample(domain, inner, context, sample, cfg)
             samples.append(sample)
-            log.debug(
-                "  %s #%d: before %.3f after %s reward %.3f",
-                cid,
-                j,
-                before,
-                sample.score_after,
-                sample.reward,
-            )
+            update = domain.self_edit_update(context, text)
+            if update is None:
+                sample.valid, sample.reward = False, 0.0
+                continue
+            sample.inner_seeds = [
+                derive_seed(cfg.seed, "inner", iteration, cid, j, r) for r in range(cfg.inner.runs)
+            ]
+            scored.append((sample, InnerJob(context, update.rows, update.overrides, sample.inner_seeds)))
+    keys = [f"iteration{iteration}/{s.context_id}/{s.sample_index}" for s, _ in scored]
+    all_scores = score_updates([job for _, job in scored], keys)
+    for (sample, job), run_scores in zip(scored, all_scores, strict=True):
+        _reward_sample(domain, job.context, sample, run_scores)
+    for s in samples:
+        log.debug(
+            "  %s #%d: before %.3f after %s reward %.3f",
+            s.context_id,
+            s.sample_index,
+            s.score_before,
+            s.score_after,
+            s.reward,
+        )
     return samples
 
 
-def _score_sample(
-    domain: BaseDomain, inner: InnerLoop, context: Any, sample: SelfEditSample, cfg: SEALConfig
-) -> None:
-    update = domain.self_edit_update(context, sample.text)
-    if update is None:
-        sample.valid, sample.reward = False, 0.0
-        return
-    sample.inner_seeds = [
-        derive_seed(cfg.seed, "inner", sample.iteration, sample.context_id, sample.sample_index, r)
-        for r in range(cfg.inner.runs)
-    ]
-
-    def evaluate() -> float:
-        return domain.evaluate(inner.model, inner.tokenizer, context).value
-
-    sample.run_scores = inner.score(update.rows, evaluate, sample.inner_seeds, **update.overrides)
-    sample.score_after = mean_score(sample.run_scores)
+def _reward_sample(domain: BaseDomain, context: Any, sample: SelfEditSample, run_scores: list[float]) -> None:
+    sample.run_scores = run_scores
+    sample.score_after = mean_score(run_scores)
     if sample.score_after is None:  # every inner run diverged
         sample.valid, sample.reward = False, 0.0
         return

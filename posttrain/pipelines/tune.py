@@ -4,14 +4,20 @@ Each episode: 1 judge → 2 reward-penalty → 3 SEAL summary → 4 tuner (or ra
 hybrid) → 5 merge hparams (tuner, override, defaults, clamp) → 6 TRAIN → 7 SEAL expert →
 8 SEAL stage → 9 QA (optional) → 10 episode summary. Every episode is one row in the store,
 written when the episode is done, so a killed run resumes at the next episode.
+
+TRAIN may train several proposals (`agents.proposals_per_episode`): with `executor: ray`
+each is a Ray task that loads the base in its worker; locally they take turns on the resident
+base. The best becomes the episode's result and all of them go into its `decisions`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from posttrain.agents.backends import AgentLog, AgentTeam, make_backend
 from posttrain.agents.roles import EpisodeSummary, merge_hparams
 from posttrain.agents.tuners import make_proposer
 from posttrain.config import TuneConfig, dump_config
+from posttrain.executors import AttemptLog, Executor, open_executor, worker_cached
 from posttrain.inference import generate_batch
 from posttrain.models import ResidentModel, device_settings
 from posttrain.report import markdown_table
@@ -46,7 +53,12 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("tune"), resume)
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
-    with tracked_run(store, "tune", run, cfg.model_dump(mode="json"), resume) as run_id:
+    with (
+        tracked_run(store, "tune", run, cfg.model_dump(mode="json"), resume) as run_id,
+        open_executor(
+            **cfg.executor.model_dump(), log=AttemptLog.for_store(store.connect_url, run_id)
+        ) as executor,
+    ):
         settings = device_settings(
             cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
         )
@@ -55,21 +67,45 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
         proposer = make_proposer(
             cfg.agents.tuner, cfg.search_space, cfg.agents.seed, cfg.agents.tpe_startup_trials
         )
+        job = TrialJob(
+            model=cfg.model.name,
+            device=cfg.model.device,
+            dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation,
+            train_rows=train_rows,
+            val_rows=val_rows,
+            out_root=str((run.path / "trials").resolve()),
+            max_length=cfg.trial.max_length,
+            max_steps=cfg.trial.max_steps,
+            seed=cfg.agents.seed,
+            use_kernels=cfg.model.use_kernels,
+        )
         train_and_eval = make_train_and_eval(
             resident,
             train_rows,
             val_rows,
             run.path / "trials",
-            max_length=cfg.trial.max_length,
-            max_steps=cfg.trial.max_steps,
-            seed=cfg.agents.seed,
+            max_length=job.max_length,
+            max_steps=job.max_steps,
+            seed=job.seed,
             keep_adapters=True,
             reload_base=cfg.trial.reload_base,
         )
+        train_many = functools.partial(train_proposals, executor, train_and_eval, job)
         history, metrics = replay_history(store, run_id, proposer)
         for episode in range(len(history), cfg.agents.max_episodes):
             row = run_episode(
-                episode, history, metrics, cfg, team, proposer, train_and_eval, resident, train_rows, val_rows
+                episode,
+                history,
+                metrics,
+                cfg,
+                team,
+                proposer,
+                train_and_eval,
+                resident,
+                train_rows,
+                val_rows,
+                train_many,
             )
             if row is None:
                 break
@@ -78,6 +114,61 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
             metrics[episode] = row["metrics"]
             _print_episode(episode, row)
         return _finish(store, run_id, run, cfg, history, metrics)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What a worker needs to run a trial the way `make_train_and_eval` does in the driver."""
+
+    model: str
+    device: str
+    dtype: str
+    attn_implementation: str
+    train_rows: list[dict]
+    val_rows: list[dict]
+    out_root: str  # absolute: workers do not share the driver's working directory
+    max_length: int
+    max_steps: int
+    seed: int
+    use_kernels: bool = False
+
+
+def train_in_worker(job: TrialJob, hparams: dict[str, Any]) -> dict[str, Any]:
+    """One trial in a Ray worker: the base is loaded on the worker's first task and reused by its
+    next ones, so the trial equals the resident-base trial of the local executor."""
+    place = (job.device, job.dtype, job.attn_implementation, job.use_kernels)
+    resident = worker_cached(
+        repr((job.model, *place)), lambda: ResidentModel(job.model, device_settings(*place))
+    )
+    train_and_eval = make_train_and_eval(
+        resident,
+        job.train_rows,
+        job.val_rows,
+        Path(job.out_root),
+        max_length=job.max_length,
+        max_steps=job.max_steps,
+        seed=job.seed,
+        keep_adapters=True,
+    )
+    return train_and_eval(hparams)
+
+
+def train_proposals(
+    executor: Executor, train_and_eval: Any, job: TrialJob, episode: int, proposals: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Train an episode's proposals, one executor task each; metrics come back in slot order.
+
+    The local executor runs `train_and_eval` on the resident base; Ray runs `train_in_worker`.
+    One proposal keeps the trial id of a one-proposal run (`train_ep_<episode>`).
+    """
+    if len(proposals) == 1:
+        ids = [f"train_ep_{episode}"]
+    else:
+        ids = [f"train_ep_{episode}_p{slot}" for slot in range(len(proposals))]
+    fn = train_and_eval if executor.kind == "local" else functools.partial(train_in_worker, job)
+    keys = [f"episode{episode}/proposal{slot}" for slot in range(len(proposals))]
+    items = [{**hp, "trial_id": trial} for hp, trial in zip(proposals, ids, strict=True)]
+    return executor.map(fn, items, stage="tune.train", keys=keys)
 
 
 def run_episode(
@@ -91,9 +182,11 @@ def run_episode(
     resident: ResidentModel,
     train_rows: list[dict],
     val_rows: list[dict],
+    train_many: Any,
 ) -> dict[str, Any] | None:
     """One episode of seed 000's loop; None when the judge stops the run. `past` maps finished
-    episodes to their metrics (where their adapters are)."""
+    episodes to their metrics (where their adapters are). `train_many(episode, proposals)`
+    trains the episode's proposals and returns their metrics (`train_proposals`)."""
     decisions: dict[str, Any] = {}
     # 1. judge
     if history:
@@ -113,11 +206,21 @@ def run_episode(
         tuner = team.tuner(history, episode, feedback, reward, seal_summary)
         decisions["tuner"] = {"say": tuner.say, "hparams": tuner.hparams}
         agent_hparams = merge_hparams(tuner.hparams, reward.override, cfg.search_space)
-    hparams = proposer.propose(episode, agent_hparams)
+    k = cfg.agents.proposals_per_episode
+    proposals = [proposer.propose(episode, agent_hparams, slot) for slot in range(k)]
     decisions["proposed_by"] = cfg.agents.tuner
     # 6. TRAIN
-    train = train_and_eval({**hparams, "trial_id": f"train_ep_{episode}"})
-    proposer.observe(episode, hparams, _finite(train["eval_loss"]))
+    trained = train_many(episode, proposals)
+    for slot, (hp, result) in enumerate(zip(proposals, trained, strict=True)):
+        proposer.observe(episode, hp, _finite(result["eval_loss"]), slot)
+    best = _best_slot(trained)
+    hparams, train = proposals[best], trained[best]
+    if k > 1:
+        decisions["proposals"] = [
+            {"slot": slot, "hparams": hp, **{key: m.get(key) for key in ("eval_loss", "status", "train_s")}}
+            for slot, (hp, m) in enumerate(zip(proposals, trained, strict=True))
+        ]
+        decisions["best_proposal"] = best
     metrics: dict[str, Any] = {
         "eval_loss": train["eval_loss"],
         "perplexity": train["perplexity"],
@@ -264,7 +367,12 @@ def replay_history(
     """Finished episodes of a resumed run (summaries and raw metrics), told to the proposer again."""
     history, metrics = [], {}
     for rec in store.list_episodes(run_id):
-        proposer.observe(rec.index, rec.hparams, _finite(rec.metrics.get("eval_loss")))
+        proposals = rec.decisions.get("proposals")
+        if proposals:  # every proposal of the episode taught the proposer, not only the best
+            for p in proposals:
+                proposer.observe(rec.index, p["hparams"], _finite(p.get("eval_loss")), p["slot"])
+        else:
+            proposer.observe(rec.index, rec.hparams, _finite(rec.metrics.get("eval_loss")))
         history.append(_summary(rec.index, rec.hparams, rec.metrics, rec.decisions))
         metrics[rec.index] = rec.metrics
     if history:
@@ -299,6 +407,12 @@ def _agent_team(cfg: TuneConfig, log: AgentLog) -> AgentTeam:
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _best_slot(trained: list[dict[str, Any]]) -> int:
+    """The proposal with the lowest finite eval loss (the first on ties; slot 0 when none is finite)."""
+    scored = [(loss, slot) for slot, m in enumerate(trained) if (loss := _finite(m["eval_loss"])) is not None]
+    return min(scored)[1] if scored else 0
 
 
 def _best_train(history: list[EpisodeSummary]) -> EpisodeSummary | None:
