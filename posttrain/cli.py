@@ -39,6 +39,26 @@ StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default sqlite in the output dir).")
 ]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the killed run named by --name.")]
+LauncherOpt = Annotated[
+    str,
+    typer.Option(
+        "--launcher", help="none: train in this process; accelerate: --num-processes ranks via accelerate."
+    ),
+]
+NumProcessesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-processes",
+        help="With --launcher accelerate: processes (one per GPU; gloo on CPU). The global batch is kept.",
+    ),
+]
+DeepspeedOpt = Annotated[
+    str | None,
+    typer.Option("--deepspeed", help="With --launcher accelerate: zero2 or zero3 (DeepSpeed ZeRO)."),
+]
+FsdpOpt = Annotated[
+    bool, typer.Option("--fsdp", help="With --launcher accelerate: shard the model with FSDP2.")
+]
 
 
 def _flags(**values: Any) -> dict[str, Any]:
@@ -63,6 +83,11 @@ def _flags(**values: Any) -> dict[str, Any]:
 def _print_summary(title: str, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from posttrain.distributed import is_main_process
+
+    if not is_main_process():  # one table per run, not one per rank of a launch
+        return
+
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
         if isinstance(value, float):
@@ -71,8 +96,16 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _relaunch(ctx: typer.Context, plan: Any, cfg: Any) -> None:
+    """Run this very command as the plan's ranks and exit with their status."""
+    from posttrain.launch import command_args, launch_target, relaunch
+
+    raise typer.Exit(relaunch(plan, command_args(ctx), launch_target(cfg)))
+
+
 @app.command()
 def sft(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -83,13 +116,21 @@ def sft(
     max_steps: StepsOpt = None,
     store: StoreOpt = None,
     resume: ResumeOpt = False,
+    launcher: LauncherOpt = "none",
+    num_processes: NumProcessesOpt = None,
+    deepspeed: DeepspeedOpt = None,
+    fsdp: FsdpOpt = False,
 ) -> None:
     """LoRA supervised fine-tuning (loss on completions only)."""
     from posttrain.config import SFTConfig, load_config
+    from posttrain.launch import launch_plan
     from posttrain.pipelines.finetune import run_sft
 
+    plan = launch_plan(launcher, num_processes, deepspeed, fsdp)
     flags = _flags(model=model, data=data, name=name, output_dir=output_dir, max_steps=max_steps, store=store)
     cfg = load_config(SFTConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    if plan is not None:
+        _relaunch(ctx, plan, cfg)
     summary = run_sft(cfg, resume=resume)
     _print_summary("SFT summary", summary)
     if summary["status"] != "completed":
@@ -98,6 +139,7 @@ def sft(
 
 @app.command()
 def dpo(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -111,11 +153,17 @@ def dpo(
     max_steps: StepsOpt = None,
     store: StoreOpt = None,
     resume: ResumeOpt = False,
+    launcher: LauncherOpt = "none",
+    num_processes: NumProcessesOpt = None,
+    deepspeed: DeepspeedOpt = None,
+    fsdp: FsdpOpt = False,
 ) -> None:
     """LoRA DPO on preference rows (prompt, chosen, rejected)."""
     from posttrain.config import DPOConfig, load_config
+    from posttrain.launch import launch_plan
     from posttrain.pipelines.finetune import adapter_base_model, run_dpo
 
+    plan = launch_plan(launcher, num_processes, deepspeed, fsdp)
     if adapter and model is None:
         model = adapter_base_model(adapter)
     flags = _flags(
@@ -128,6 +176,8 @@ def dpo(
         adapter=adapter,
     )
     cfg = load_config(DPOConfig, preset=preset, path=config, overrides=set_, extra=flags)
+    if plan is not None:
+        _relaunch(ctx, plan, cfg)
     summary = run_dpo(cfg, resume=resume)
     _print_summary("DPO summary", summary)
     if summary["status"] != "completed":
@@ -258,15 +308,25 @@ def serve(
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
 )
-def rlhf(ctx: typer.Context) -> None:
+def rlhf(
+    ctx: typer.Context,
+    launcher: LauncherOpt = "none",
+    num_processes: NumProcessesOpt = None,
+    deepspeed: DeepspeedOpt = None,
+    fsdp: FsdpOpt = False,
+) -> None:
     """Seed 003: SFT, reward model, online RL (GRPO/RLOO) with ADLF rewards; --help lists all flags."""
     from posttrain.config import RLHFConfig, load_config, parse_rlhf_flags
+    from posttrain.launch import launch_plan
     from posttrain.pipelines.rlhf import run_rlhf
 
+    plan = launch_plan(launcher, num_processes, deepspeed, fsdp)
     flags, meta = parse_rlhf_flags(ctx.args)
     cfg = load_config(
         RLHFConfig, preset=meta.get("preset"), path=meta.get("config"), overrides=meta.get("set"), extra=flags
     )
+    if plan is not None:
+        _relaunch(ctx, plan, cfg)
     summary = run_rlhf(cfg, resume=meta.get("resume", False))
     _print_summary("RLHF summary", summary)
     if summary["status"] != "completed":

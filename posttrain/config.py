@@ -512,7 +512,8 @@ def parse_rlhf_flags(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     parser = argparse.ArgumentParser(
         prog="posttrain rlhf",
         description=RLHFConfig.__doc__.splitlines()[0] if RLHFConfig.__doc__ else None,
-        epilog="Every on/off flag --X also has --no_X. Nested keys: --set lora.r=8 (see --set).",
+        epilog="Every on/off flag --X also has --no_X. Nested keys: --set lora.r=8 (see --set). "
+        "Several processes: --launcher accelerate --num-processes N [--deepspeed zero2|zero3 | --fsdp].",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("-c", "--config", dest="_config", metavar="FILE", help="YAML or JSON config file.")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from posttrain.distributed import is_distributed, local_rank
 from posttrain.errors import CheckpointError, PosttrainError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -165,6 +166,8 @@ def device_settings(
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and is_distributed():
+        device = f"cuda:{local_rank()}"  # each rank of a launch trains on its own GPU
     if dtype == "auto":
         cuda_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
         torch_dtype = torch.bfloat16 if cuda_bf16 else torch.float32

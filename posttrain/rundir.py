@@ -4,6 +4,10 @@
 complete, so a directory under its final name is always whole. A killed run leaves the
 partial directory (with its checkpoints) and a `running` row whose heartbeat stops; `--resume`
 picks both up again.
+
+Under `--launcher accelerate` every rank uses the same directory (HF writes each rank's RNG
+state into the shared checkpoints) but only rank 0 claims it, owns the store row and writes
+the adapter, so the helpers here are called on every rank and decide that themselves.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ from typing import Any
 
 import yaml
 
+from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
 from posttrain.errors import PosttrainError
 from posttrain.store import Store
 
 HEARTBEAT_S = 15.0
 STALE_GRACE_S = 300.0  # 20 missed heartbeats: the process is gone, not busy
+RUN_STAMP_ENV = "POSTTRAIN_RUN_STAMP"  # set by the launcher: one default run name for all its ranks
 
 
 def default_run_name(kind: str) -> str:
-    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """`<kind>-<timestamp>`; the ranks of a launch share the launcher's timestamp."""
+    return f"{kind}-{os.environ.get(RUN_STAMP_ENV) or time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass
@@ -61,19 +68,29 @@ class RunDir:
 
     @classmethod
     def start(cls, root: str | Path, name: str, resume: bool) -> RunDir:
-        """Claim a run directory, refusing to overwrite a finished run or to clobber a killed one."""
+        """Claim a run directory, refusing to overwrite a finished run or to clobber a killed one.
+
+        Under a launch rank 0 claims it and the other ranks join it after a barrier.
+        """
         run = cls(Path(root), name)
-        if run.final.exists():
-            raise PosttrainError(f"run '{name}' is already complete at {run.final}; pick another --name")
-        if resume and not run.partial.exists():
-            raise PosttrainError(f"nothing to resume: {run.partial} does not exist (was the run started?)")
-        if not resume and run.partial.exists():
+        if is_main_process():
+            run._claim(resume)
+        wait_for_everyone()
+        return run
+
+    def _claim(self, resume: bool) -> None:
+        if self.final.exists():
             raise PosttrainError(
-                f"an unfinished run '{name}' exists at {run.partial}; add --resume to continue it "
+                f"run '{self.name}' is already complete at {self.final}; pick another --name"
+            )
+        if resume and not self.partial.exists():
+            raise PosttrainError(f"nothing to resume: {self.partial} does not exist (was the run started?)")
+        if not resume and self.partial.exists():
+            raise PosttrainError(
+                f"an unfinished run '{self.name}' exists at {self.partial}; add --resume to continue it "
                 "or delete that directory to start over"
             )
-        run.partial.mkdir(parents=True, exist_ok=True)
-        return run
+        self.partial.mkdir(parents=True, exist_ok=True)
 
     def finish(self) -> Path:
         """Rename the partial directory to its final name (atomic on one filesystem)."""
@@ -106,19 +123,24 @@ class _Heartbeat:
 
 @contextmanager
 def tracked_run(
-    store: Store,
+    store: Store | None,
     kind: str,
     run: RunDir,
     config: dict[str, Any],
     resume: bool,
     stale_grace_s: float = STALE_GRACE_S,
-) -> Iterator[int]:
+) -> Iterator[int | None]:
     """A store row for the run: `running` with a heartbeat, then `failed` if the body raises.
 
     The body sets completed/diverged itself; on resume the existing row is reused. A resume
     first fails every `running` row whose heartbeat is older than `stale_grace_s`: those
     processes were killed, and a store that still calls them running misleads whoever reads it.
+    Without a store (ranks other than 0 of a launch, see `open_run_store`) there is no row:
+    yields None.
     """
+    if store is None:
+        yield None
+        return
     if resume:
         store.mark_stale_running(stale_grace_s)
     existing = store.find_run(run.name) if resume else None
@@ -161,11 +183,49 @@ def resumed_config(cls: type, cfg: Any, resume: bool) -> Any:
     return cls.model_validate(yaml.safe_load(saved.read_text()))
 
 
+def open_run_store(url: str | None, output_root: str) -> Store | None:
+    """`open_store` on rank 0 of a launch (and in every single-process run); None on the others."""
+    return open_store(url, output_root) if is_main_process() else None
+
+
 def save_adapter(model: Any, out: Path, model_spec: str, info: dict[str, Any]) -> Path:
-    """Save the PEFT adapter plus a note of the base it belongs to (so --model can be omitted)."""
-    model.save_pretrained(str(out))
-    (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
+    """Save the PEFT adapter plus a note of the base it belongs to (so --model can be omitted).
+
+    Call it on every rank of a launch: sharded adapters (FSDP, ZeRO-3) are gathered by all of
+    them, rank 0 writes, and the others wait until the files exist.
+    """
+    state = _gathered_adapter_state(model)
+    if is_main_process():
+        model.save_pretrained(str(out), **({} if state is None else {"state_dict": state}))
+        (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
+    wait_for_everyone()
     return out
+
+
+def _is_adapter_key(name: str) -> bool:
+    return "lora_" in name or "modules_to_save" in name
+
+
+def _gathered_adapter_state(model: Any) -> dict[str, Any] | None:
+    """The adapter tensors whole, when a launch shards them; None when every rank holds them whole.
+
+    FSDP2 turns parameters into DTensors (`full_tensor()` all-gathers one); ZeRO-3 leaves
+    empty placeholders with a `ds_id` until its GatheredParameters context fills them.
+    """
+    if not is_distributed():
+        return None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if any(hasattr(p, "ds_id") for p in trainable):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+            return {k: v.detach().clone() for k, v in model.state_dict().items() if _is_adapter_key(k)}
+    from torch.distributed.tensor import DTensor
+
+    state = {k: v for k, v in model.state_dict().items() if _is_adapter_key(k)}
+    if not any(isinstance(v, DTensor) for v in state.values()):
+        return None
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
 
 
 def adapter_base_model(adapter: str | Path) -> str | None:

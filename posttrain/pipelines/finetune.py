@@ -3,6 +3,10 @@
 Each function reads top to bottom: validate data (before any model loads) → claim the run
 directory and store row → load the resident base and adapter → train → save adapter,
 metrics and report → rename the directory to its final name.
+
+Under `--launcher accelerate` every rank runs the same function: all of them train, evaluate
+and generate (collectives under FSDP/ZeRO-3 need every rank), rank 0 alone writes the run
+directory, the store row and the report (see posttrain.distributed).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from typing import Any
 
 from posttrain.config import DPOConfig, SFTConfig, dump_config
+from posttrain.distributed import is_main_process, wait_for_everyone, world_size
 from posttrain.inference import generate_batch
 from posttrain.models import ResidentModel, device_settings
 from posttrain.report import write_training_report
@@ -19,6 +24,7 @@ from posttrain.rundir import (  # noqa: F401  (re-exported for older imports)
     RunDir,
     adapter_base_model,
     default_run_name,
+    open_run_store,
     open_store,
     resumed_config,
     save_adapter,
@@ -38,10 +44,18 @@ def _hparams(cls: type, train: Any, **extra: Any) -> Any:
 
 
 def _finish(
-    store: Store, run_id: int, run: RunDir, kind: str, result: TrainResult, summary: dict[str, Any]
+    store: Store | None,
+    run_id: int | None,
+    run: RunDir,
+    kind: str,
+    result: TrainResult,
+    summary: dict[str, Any],
 ) -> dict[str, Any]:
-    rows = [json.loads(x) for x in run.metrics.read_text().splitlines()] if run.metrics.exists() else []
+    wait_for_everyone()  # no rank still writes into the partial directory when rank 0 renames it
     summary = {"run": run.name, "status": result.status, **summary}
+    if store is None or run_id is None:  # not rank 0 of a launch: rank 0 records the run
+        return summary
+    rows = [json.loads(x) for x in run.metrics.read_text().splitlines()] if run.metrics.exists() else []
     if result.status == "diverged":
         summary["error"] = result.error
         run.write_json("summary.json", summary)
@@ -65,8 +79,9 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         data_path, val_fraction=d.val_fraction, seed=d.seed, max_train=d.max_train, max_val=d.max_val
     )
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("sft"), resume)
-    dump_config(cfg, run.path / "config.yaml")
-    store = open_store(cfg.run.store, cfg.run.output_root)
+    if is_main_process():
+        dump_config(cfg, run.path / "config.yaml")
+    store = open_run_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "sft", run, cfg.model_dump(mode="json"), resume) as run_id:
         settings = device_settings(
             cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
@@ -94,6 +109,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         summary = {
             "model": cfg.model.name,
             "device": settings.describe(),
+            "processes": world_size(),
             "train_rows": len(train_rows),
             "val_rows": len(val_rows),
             "steps": result.steps,
@@ -125,8 +141,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         data_path, val_fraction=d.val_fraction, seed=d.seed, max_train=d.max_train, max_val=d.max_val
     )
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("dpo"), resume)
-    dump_config(cfg, run.path / "config.yaml")
-    store = open_store(cfg.run.store, cfg.run.output_root)
+    if is_main_process():
+        dump_config(cfg, run.path / "config.yaml")
+    store = open_run_store(cfg.run.store, cfg.run.output_root)
     with tracked_run(store, "dpo", run, cfg.model_dump(mode="json"), resume) as run_id:
         settings = device_settings(
             cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
@@ -160,6 +177,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         summary = {
             "model": cfg.model.name,
             "device": settings.describe(),
+            "processes": world_size(),
             "reference": cfg.dpo.adapter or "base model (adapter disabled)",
             "train_pairs": len(train_rows),
             "val_pairs": len(val_rows),

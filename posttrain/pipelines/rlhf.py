@@ -20,6 +20,10 @@ Technique flags and where they act:
 - self_critique: critique-then-revise rows mixed into SFT, critique_weight per answer row;
 - decision_transformer: SFT on every answer tagged with its score; RL and eval ask for target_score;
 - token_format: standard (chat template), role_markers or turn_markers, in every stage.
+
+Under `--launcher accelerate` every rank runs `run_rlhf`: all train every stage and score the
+held-out prompts (the same seeded samples), rank 0 alone writes the run directory, the store
+rows and the report; rollouts.jsonl gathers every rank's completions.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from typing import Any
 import yaml
 
 from posttrain.config import RLHFConfig, dump_config
+from posttrain.distributed import gather_objects, is_main_process, wait_for_everyone, world_size
 from posttrain.errors import ConfigError, DivergedError, PosttrainError
 from posttrain.models import DeviceSettings, ResidentModel, device_settings
 from posttrain.report import format_value, markdown_table
-from posttrain.rundir import ADAPTER_META, RunDir, default_run_name, open_store, save_adapter, tracked_run
+from posttrain.rundir import ADAPTER_META, RunDir, default_run_name, open_run_store, save_adapter, tracked_run
 from posttrain.store import Store
 from posttrain.tasks.conversations import (
     ScoredConversation,
@@ -101,13 +106,15 @@ def run_rlhf(cfg: RLHFConfig, resume: bool = False) -> dict[str, Any]:
     convs = read_scored_conversations(cfg.data_path or sample_path())
     train, heldout = split_by_prompt(convs, cfg.val_fraction, cfg.data_seed)
     run = RunDir.start(cfg.output_dir, cfg.run_name or default_run_name("rlhf"), resume)
-    dump_config(cfg, run.path / "config.yaml")
-    store = open_store(cfg.store, cfg.output_dir)
+    if is_main_process():
+        dump_config(cfg, run.path / "config.yaml")
+    store = open_run_store(cfg.store, cfg.output_dir)
     with tracked_run(store, "rlhf", run, cfg.model_dump(mode="json"), resume) as run_id:
         resident = ResidentModel(cfg.model_name, settings)
         summary: dict[str, Any] = {
             "model": cfg.model_name,
             "device": settings.describe(),
+            "processes": world_size(),
             "algo": cfg.algo if cfg.run_rlhf else None,
             "train_prompts": len({c.prompt_key for c in train}),
             "heldout_prompts": len({c.prompt_key for c in heldout}),
@@ -330,7 +337,8 @@ def reward_model_stage(
             rm_train_accuracy=result.extra.get("train_accuracy"),
             rm_runtime_s=round(result.runtime_s, 2),
         )
-        (out / "stage_summary.json").write_text(json.dumps(summary) + "\n")
+        if is_main_process():
+            (out / "stage_summary.json").write_text(json.dumps(summary) + "\n")
     elif (out / "stage_summary.json").exists():  # trained before a kill: keep its training numbers
         summary = json.loads((out / "stage_summary.json").read_text())
     rm = ExternalRewardModel.load(out, tokenizer, settings)
@@ -387,8 +395,10 @@ def rl_stage(
         trim_metrics(rollouts, checkpoint_step(latest_complete_checkpoint(ckpts)))
 
     def write_rollouts(step: int, rows: list[dict[str, Any]]) -> None:
-        with rollouts.open("a") as fh:
-            fh.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
+        rows = gather_objects(rows)  # every rank scores its own share of the completions
+        if is_main_process():
+            with rollouts.open("a") as fh:
+                fh.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
 
     weights = reward_weights(cfg)
     reward = ADLFReward(
@@ -438,7 +448,7 @@ def rl_stage(
         save_steps=cfg.save_steps,
         report_to=_report_to(cfg),
     )
-    return rl_train(
+    result = rl_train(
         model,
         tokenizer,
         rl_prompt_rows(cfg, train, tokenizer),
@@ -450,6 +460,8 @@ def rl_stage(
         metrics_path=run.path / "metrics_rl.jsonl",
         resume=resume,
     )
+    wait_for_everyone()  # rank 0 has logged every step before any rank reads metrics_rl.jsonl
+    return result
 
 
 def rl_summary(cfg: RLHFConfig, result: TrainResult, run: RunDir) -> dict[str, Any]:
@@ -538,10 +550,11 @@ def evaluate_heldout(
     rl_means = [statistics.fmean(s) for s in rl_scores]
     gains = [a - b for a, b in zip(rl_means, sft_means, strict=True)]
     lo, hi = bootstrap_ci(gains, seed=cfg.seed)
-    with (run.path / "eval_heldout.jsonl").open("w") as fh:
-        for row, b, a, sb, sa in zip(rows, before, after, sft_scores, rl_scores, strict=True):
-            record = {"context": row["context"], "sft": b, "rl": a, "sft_scores": sb, "rl_scores": sa}
-            fh.write(json.dumps(record) + "\n")
+    if is_main_process():
+        with (run.path / "eval_heldout.jsonl").open("w") as fh:
+            for row, b, a, sb, sa in zip(rows, before, after, sft_scores, rl_scores, strict=True):
+                record = {"context": row["context"], "sft": b, "rl": a, "sft_scores": sb, "rl_scores": sa}
+                fh.write(json.dumps(record) + "\n")
     return {
         "eval_prompts": len(rows),
         "eval_samples": cfg.eval_samples,
@@ -570,20 +583,37 @@ def stage_rows(run: RunDir) -> list[dict[str, Any]]:
 
 
 def record_stage(
-    store: Store, run_id: int, index: int, stage: str, summary: dict[str, Any], run: RunDir
+    store: Store | None, run_id: int | None, index: int, stage: str, summary: dict[str, Any], run: RunDir
 ) -> None:
-    """One store episode per finished stage: its summary and every logged step."""
-    if not summary or any(e.kind == stage for e in store.list_episodes(run_id)):
+    """One store episode per finished stage: its summary and every logged step (rank 0 only)."""
+    if (
+        store is None
+        or run_id is None
+        or not summary
+        or any(e.kind == stage for e in store.list_episodes(run_id))
+    ):
         return
     steps = [{k: v for k, v in r.items() if k != "stage"} for r in stage_rows(run) if r["stage"] == stage]
     store.add_episode(run_id, index, stage, {}, {**summary, "per_step": steps}, {})
 
 
 def finish(
-    store: Store, run_id: int, run: RunDir, summary: dict[str, Any], status: str, error: str | None
+    store: Store | None,
+    run_id: int | None,
+    run: RunDir,
+    summary: dict[str, Any],
+    status: str,
+    error: str | None,
 ) -> dict[str, Any]:
-    """Write metrics.jsonl, summary.json and report.md; rename the directory when completed."""
+    """Write metrics.jsonl, summary.json and report.md; rename the directory when completed.
+
+    Under a launch every rank calls it; rank 0 (the one with the store) writes after the others
+    are done with the partial directory.
+    """
+    wait_for_everyone()
     summary = {"run": run.name, "status": status, **summary}
+    if store is None or run_id is None:
+        return summary
     rows = stage_rows(run)
     (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if status != "completed":

@@ -13,6 +13,13 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from posttrain.distributed import (
+    is_distributed,
+    is_main_process,
+    split_global_batch,
+    wait_for_everyone,
+    world_size,
+)
 from posttrain.errors import DivergedError
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
@@ -67,7 +74,11 @@ class GuardMixin:
 
 
 class StepLog(TrainerCallback):
-    """Appends every HF log row (with its step) to metrics.jsonl and keeps train losses in memory."""
+    """Appends every HF log row (with its step) to metrics.jsonl and keeps train losses in memory.
+
+    HF calls callbacks on every rank with the same (already gathered) values; only rank 0
+    writes the file, every rank keeps the rows.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -81,17 +92,22 @@ class StepLog(TrainerCallback):
         self.rows.append(row)
         if "loss" in logs:
             self.losses.append((state.global_step, float(logs["loss"])))
-        if self.path is not None:
+        if self.path is not None and state.is_world_process_zero:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint complete only after HF has written all of it (HF itself does not)."""
+    """Marks a checkpoint complete only after HF has written all of it (HF itself does not).
+
+    Under a launch every rank writes its own RNG state into the checkpoint, so rank 0 marks
+    it only after a barrier.
+    """
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        wait_for_everyone()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
+        if ckpt.is_dir() and is_main_process():
             (ckpt / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step}) + "\n")
 
 
@@ -118,8 +134,8 @@ def latest_complete_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def trim_metrics(path: Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from, so each step appears once."""
-    if not path.exists():
+    """Drop rows logged after the checkpoint we resume from, so each step appears once (rank 0 only)."""
+    if not path.exists() or not is_main_process():
         return
     keep = [
         line
@@ -127,6 +143,21 @@ def trim_metrics(path: Path, last_step: int) -> None:
         if line and json.loads(line).get("step", 0) <= last_step
     ]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def undo_eval_preparation(trainer: Any) -> None:
+    """Let `trainer.train()` wrap the model for DDP/FSDP after an `evaluate()` that came first.
+
+    accelerate (1.15) flags a model it prepared for evaluation only as prepared, and prepare()
+    returns flagged models as they are, so under a launch the train() after an evaluate()
+    would train unsynchronised replicas: every rank its own gradients, no all-reduce. The
+    1-vs-2-process test in tests/test_launch.py fails without this. A no-op in one process.
+    """
+    model = trainer.model
+    if is_distributed() and getattr(model, "_is_accelerate_prepared", False):
+        if model in trainer.accelerator._models:
+            trainer.accelerator._models.remove(model)
+        del model._is_accelerate_prepared
 
 
 def hf_args(
@@ -150,13 +181,18 @@ def hf_args(
     bf16: bool,
     use_cpu: bool,
 ) -> dict[str, Any]:
-    """TrainingArguments we always set, shared by SFT, DPO and RL configs."""
+    """TrainingArguments we always set, shared by SFT, DPO and RL configs.
+
+    `batch_size` x `gradient_accumulation_steps` is the global batch: under a launch of N
+    processes it is split over them (see posttrain.distributed.split_global_batch).
+    """
+    per_device, accumulation = split_global_batch(batch_size, gradient_accumulation_steps, world_size())
     return {
         "output_dir": str(out_dir),
         "learning_rate": learning_rate,
-        "per_device_train_batch_size": batch_size,
+        "per_device_train_batch_size": per_device,
         "per_device_eval_batch_size": max(batch_size, 4),
-        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "gradient_accumulation_steps": accumulation,
         "num_train_epochs": epochs,
         "max_steps": max_steps,
         "warmup_steps": warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
@@ -176,6 +212,9 @@ def hf_args(
         "bf16": bf16,
         "use_cpu": use_cpu,
         "dataloader_num_workers": 0,
+        # Under DDP every trainable (LoRA) tensor takes part in each forward; searching the graph
+        # for unused ones costs a traversal per step and a warning per rank.
+        "ddp_find_unused_parameters": False,
         "disable_tqdm": False,
         "save_only_model": False,
     }

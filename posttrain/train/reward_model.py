@@ -34,6 +34,7 @@ import torch
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
+from posttrain.distributed import is_main_process, wait_for_everyone
 from posttrain.errors import CheckpointError, DivergedError
 from posttrain.models import LORA_TARGETS, DeviceSettings, device_settings, resolve
 from posttrain.train.common import (
@@ -195,10 +196,12 @@ def train_reward_model(
     center = statistics.fmean(raw) if raw else 0.0
     scale = statistics.pstdev(raw) if len(raw) > 1 else 1.0
     scale = scale if scale > 1e-6 and math.isfinite(scale) else 1.0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(out_dir))
     meta = {"base_model": model_spec, "center": center, "scale": scale, "max_length": hp.max_length}
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if is_main_process():  # every rank computed the same center and scale; rank 0 saves them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        peft_model.save_pretrained(str(out_dir))
+        (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    wait_for_everyone()  # the other ranks load the reward model from out_dir next
     result.adapter_dir = str(out_dir)
     result.extra.update(center=center, scale=scale, pairs=len(pairs))
     return result

@@ -38,6 +38,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import use_adapter
 
+from posttrain.distributed import is_main_process, split_global_batch, world_size
 from posttrain.errors import DivergedError
 from posttrain.train.common import (
     CheckpointMarker,
@@ -206,7 +207,7 @@ class KLControlCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
+        if ckpt.is_dir() and is_main_process():  # every rank holds the same controller
             data = {"controller": self.controller.state_dict(), "last_step": self.last_step}
             (ckpt / KL_STATE_FILE).write_text(json.dumps(data) + "\n")
 
@@ -378,9 +379,13 @@ def _rl_config(
     out_dir: Path, hp: RLHParams, model: Any, beta: float, do_save: bool
 ) -> GRPOConfig | RLOOConfig:
     args = hf_args_for(out_dir, hp, model, do_save)
-    # TRL counts completions per device: each prompt of the micro-batch is sampled num_generations times.
-    args["per_device_train_batch_size"] = hp.batch_size * hp.num_generations
-    args["per_device_eval_batch_size"] = args["per_device_train_batch_size"]
+    # TRL counts completions per device: each prompt of the micro-batch is sampled num_generations
+    # times. Under a launch the global count is split over the ranks (a group may span ranks:
+    # TRL gathers the rewards before it takes the group baselines).
+    completions = hp.batch_size * hp.num_generations
+    per_device, accumulation = split_global_batch(completions, hp.gradient_accumulation_steps, world_size())
+    args["per_device_train_batch_size"] = args["per_device_eval_batch_size"] = per_device
+    args["gradient_accumulation_steps"] = accumulation
     if hp.scheduler_kwargs:
         args["lr_scheduler_kwargs"] = dict(hp.scheduler_kwargs)
     common = {

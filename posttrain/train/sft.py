@@ -31,6 +31,7 @@ from posttrain.train.common import (
     latest_complete_checkpoint,
     safe_perplexity,
     trim_metrics,
+    undo_eval_preparation,
 )
 
 
@@ -59,14 +60,22 @@ class GuardedSFTTrainer(GuardMixin, SFTTrainer):
         )
         counted = (targets != -100).sum()
         loss = total / (num_items_in_batch if num_items_in_batch is not None else counted.clamp(min=1))
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # num_items_in_batch counts every rank's tokens and DDP averages the gradients over
+            # ranks; HF's own compute_loss undoes that mean the same way (only when the count is global).
+            loss = loss * self.accelerator.num_processes
         with torch.no_grad():
             right = ((logits.argmax(-1) == targets) & (targets != -100)).sum()
-            self._metrics[mode]["mean_token_accuracy"].append((right / counted.clamp(min=1)).item())
-        if mode == "train":
             if "attention_mask" in inputs:
-                self._total_train_tokens += int(inputs["attention_mask"].sum())
+                tokens = inputs["attention_mask"].sum()
             else:
-                self._total_train_tokens += int(inputs["position_ids"].size(1))
+                tokens = torch.tensor(inputs["position_ids"].size(1), device=labels.device)
+            # Counts over every rank's batch, as TRL's own loss gathers them (identity in one process).
+            counts = self.accelerator.gather(torch.stack([right, counted, tokens]).long())
+            right, valid, tokens = counts.view(-1, 3).sum(0).tolist()
+        self._metrics[mode]["mean_token_accuracy"].append(right / max(valid, 1))
+        if mode == "train":
+            self._total_train_tokens += tokens
         elif getattr(self, "_eval_sums", None) is not None:
             self._eval_sums += torch.stack([total.detach().double(), counted.double()])
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
@@ -203,6 +212,7 @@ def sft_train(
     result = TrainResult(status="completed", steps=0)
     if val_rows and eval_before and resume_from is None:
         result.eval_loss_before = float(trainer.evaluate()["eval_loss"])
+        undo_eval_preparation(trainer)
     start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
