@@ -75,7 +75,19 @@ def diagnose() -> list[tuple[str, str, str]]:
     rows.append(
         ("gradient checkpointing", "off by default", "small models train faster without recomputation")
     )
-    rows.append(("packing", "on for SFT", "padding-free BFD packing; position_ids keep examples apart"))
+    varlen = "flash" in s.attn_implementation
+    rows.append(
+        (
+            "packing",
+            "on for SFT: " + ("padding-free batches" if varlen else "one packed row per forward"),
+            "BFD packing; position_ids keep examples apart"
+            + (
+                "; flash-attention's varlen kernels take the flattened batch"
+                if varlen
+                else "; without varlen kernels the batch is accumulated, so attention stays max_length²"
+            ),
+        )
+    )
     store = os.environ.get("POSTTRAIN_STORE", "sqlite:///runs/posttrain.db (default)")
     rows.append(("store", store, "POSTTRAIN_STORE or --store picks another (e.g. postgresql+psycopg://…)"))
     rows.append(("models home", str(posttrain_home()), "POSTTRAIN_HOME"))
