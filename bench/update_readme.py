@@ -218,7 +218,36 @@ def _align_quality(r: dict) -> str:
         out += (
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
-    return out
+    return out + _align_reading(r)
+
+
+def _align_reading(r: dict) -> str:
+    """What the align tables say, in words computed from them (so they cannot drift apart)."""
+    notes = []
+    if "tool_use" in r:
+        t, h, fc, hall = r["tool_use"], r.get("tool_use_heldout"), "full_compliance", "hallucinated_tool_rate"
+        verdict = "improves on" if t["dpo"][fc] > t["sft"][fc] else "does not improve on"
+        text = (
+            f"SFT takes full compliance from {t['base'][fc]:.2f} to {t['sft'][fc]:.2f} in distribution; "
+            f"DPO {verdict} SFT ({t['dpo'][fc]:.2f})"
+        )
+        if h:
+            moved = "raises" if h["dpo"][hall] > h["sft"][hall] else "lowers"
+            text += f", and on held-out tools it {moved} the hallucinated-tool rate"
+            text += f" from {h['sft'][hall]:.2f} to {h['dpo'][hall]:.2f}"
+        notes.append(text + ".")
+    if "meetings" in r:
+        b = r["meetings"]
+        side = "above" if b["sft_accuracy"] > b["majority_baseline"] else "not above"
+        calls = [b.get(f"{m}_agent_mean_tool_calls", 0.0) for m in ("sft", "dpo")]
+        parsed = [b.get(f"{m}_agent_parse_rate", 0.0) for m in ("sft", "dpo")]
+        notes.append(
+            f"Meetings: the SFT predictor ({b['sft_accuracy']:.2f}) is {side} the majority baseline "
+            f"({b['majority_baseline']:.2f}); the tool-using agents make {calls[0]:.1f} (SFT) and "
+            f"{calls[1]:.1f} (DPO) tool calls on average and end with a parsable probability in "
+            f"{parsed[0]:.0%} and {parsed[1]:.0%} of scenarios."
+        )
+    return ("\n" + " ".join(notes) + "\n") if notes else ""
 
 
 def _rollout_throughput(r: dict) -> str:
