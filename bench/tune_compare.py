@@ -36,7 +36,9 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run_one(model: str, tuner: str, seed: int, budget: int, steps: int, data: Path, root: Path) -> dict:
+def run_one(
+    model: str, tuner: str, seed: int, budget: int, steps: int, data: Path, root: Path, max_val: int
+) -> dict:
     from posttrain.config import TuneConfig, load_config
     from posttrain.pipelines.tune import run_tune
     from posttrain.store import Store
@@ -47,6 +49,7 @@ def run_one(model: str, tuner: str, seed: int, budget: int, steps: int, data: Pa
         f"data.path={data}",
         "data.val_fraction=0.2",
         "data.seed=0",
+        f"data.max_val={max_val}",
         f"agents.tuner={tuner}",
         f"agents.seed={seed}",
         f"agents.max_episodes={budget}",
@@ -89,6 +92,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=8, help="trainings per tuner and seed (N)")
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per training")
+    parser.add_argument(
+        "--max-val", type=int, default=2_000, help="cap on the tuners' validation rows (eval cost per trial)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -100,7 +106,9 @@ def main() -> None:
         data = write_jsonl(train + val, tmp_path / "tune.jsonl")
         for seed in range(args.seeds):
             for tuner in TUNERS:
-                res = run_one(args.model, tuner, seed, args.budget, args.steps, data, tmp_path / "runs")
+                res = run_one(
+                    args.model, tuner, seed, args.budget, args.steps, data, tmp_path / "runs", args.max_val
+                )
                 best[tuner][seed] = res["losses"]
                 winners[tuner].append(test_loss(args.model, res["adapter"], test, tmp_path / "eval"))
                 print(f"seed {seed} {tuner}: best val {min(res['losses']):.4f} test {winners[tuner][-1]:.4f}")
@@ -118,6 +126,7 @@ def main() -> None:
         "seeds": args.seeds,
         "budget": args.budget,
         "steps_per_training": args.steps,
+        "max_val_rows": args.max_val,
         "val_rows": len(val),
         "test_rows": len(test),
         "agents_backend": "rules",

@@ -465,6 +465,12 @@ def run_serve(
         console.print(
             f"agents: OPENAI_BASE_URL={url} POSTTRAIN_AGENT_MODEL={name}", highlight=False, soft_wrap=True
         )
-        uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off")).run(sockets=[sock])
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+        server.run(sockets=[sock])
+        if server.should_exit:
+            # Stopped by Ctrl-C/SIGTERM. uvicorn re-raises the signal after its graceful shutdown,
+            # but under Python 3.11's asyncio.run that only cancels a task that is already
+            # finishing, so whether KeyboardInterrupt reaches `main` (exit 130) was a race.
+            raise KeyboardInterrupt
     finally:
         sock.close()
