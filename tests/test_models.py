@@ -47,3 +47,15 @@ def test_device_settings_on_cpu():
 def test_unknown_local_dir_is_a_clear_error(tmp_path):
     with pytest.raises(PosttrainError, match="no config.json"):
         resolve(str(tmp_path))
+
+
+def test_use_kernels_is_opt_in_and_names_the_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    assert device_settings().use_kernels is False
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "kernels" else real(name, *a)
+    )
+    with pytest.raises(PosttrainError, match="pip install kernels"):
+        device_settings(use_kernels=True)
