@@ -136,19 +136,24 @@ def fresh_lora(model: Any, r: int) -> Any:
     return get_peft_model(model, lora_config(r, 2 * r, 0.0))
 
 
+def _timing_hparams(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings SFT and DPO share here: the command's size, no warm-up ramp, no checkpoints."""
+    return {
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "warmup_ratio": 0.0,
+        "save_steps": 10_000,
+        "gradient_checkpointing": args.gradient_checkpointing,
+    }
+
+
 def run_sft(model: Any, tok: Any, args: argparse.Namespace, out: Path) -> float:
     from posttrain.tasks.instructions import load_sft_dataset, sample_path
     from posttrain.train.sft import SFTHParams, build_sft_trainer
 
     rows, _ = load_sft_dataset(sample_path("alpaca"), val_fraction=0.05, seed=0)
-    hp = SFTHParams(
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        warmup_ratio=0.0,
-        save_steps=10_000,
-        gradient_checkpointing=args.gradient_checkpointing,
-    )
+    hp = SFTHParams(**_timing_hparams(args))
     trainer, _ = build_sft_trainer(model, tok, rows, None, out, hp, checkpoints=False)
     clock = TokenClock()
     trainer.add_callback(clock)
@@ -161,14 +166,7 @@ def run_dpo(model: Any, tok: Any, args: argparse.Namespace, out: Path) -> float:
     from posttrain.train.dpo import DPOHParams, dpo_train
 
     rows, _ = load_preference_dataset(sample_path("preference"), val_fraction=0.05, seed=0)
-    hp = DPOHParams(
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        warmup_ratio=0.0,
-        save_steps=10_000,
-        gradient_checkpointing=args.gradient_checkpointing,
-    )
+    hp = DPOHParams(**_timing_hparams(args))
     clock = TokenClock()
     result = dpo_train(model, tok, rows, None, out, hp, checkpoints=False, callbacks=[clock])
     if result.status != "completed":

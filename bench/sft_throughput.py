@@ -24,23 +24,15 @@ import time
 from pathlib import Path
 
 import torch
+from gpu_throughput import matmul_tflops  # bench/ is on sys.path when a bench script runs
 from transformers import TrainerCallback
 
 RESULTS = Path(__file__).parent / "results" / "sft_throughput.json"
 
 
 def matmul_gflops(seconds: float = 3.0) -> float:
-    """Best fp32 GEMM rate over a few square sizes: the ceiling the model's matmuls can reach."""
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            torch.mm(a, b)
-            reps += 1
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
-    return best
+    """Best fp32 GEMM rate on the CPU: the ceiling the model's matmuls can reach."""
+    return 1000 * matmul_tflops(torch.float32, "cpu", seconds)
 
 
 class StepClock(TrainerCallback):
