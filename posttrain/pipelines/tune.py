@@ -80,17 +80,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
             seed=cfg.agents.seed,
             use_kernels=cfg.model.use_kernels,
         )
-        train_and_eval = make_train_and_eval(
-            resident,
-            train_rows,
-            val_rows,
-            run.path / "trials",
-            max_length=job.max_length,
-            max_steps=job.max_steps,
-            seed=job.seed,
-            keep_adapters=True,
-            reload_base=cfg.trial.reload_base,
-        )
+        train_and_eval = job.train_and_eval(resident, run.path / "trials", reload_base=cfg.trial.reload_base)
         train_many = functools.partial(train_proposals, executor, train_and_eval, job)
         history, metrics = replay_history(store, run_id, proposer)
         for episode in range(len(history), cfg.agents.max_episodes):
@@ -132,6 +122,20 @@ class TrialJob:
     seed: int
     use_kernels: bool = False
 
+    def train_and_eval(self, resident: ResidentModel, out_root: Path, reload_base: bool = False) -> Any:
+        """The trial function on `resident`, the same in the driver and in a Ray worker."""
+        return make_train_and_eval(
+            resident,
+            self.train_rows,
+            self.val_rows,
+            out_root,
+            max_length=self.max_length,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            keep_adapters=True,
+            reload_base=reload_base,
+        )
+
 
 def train_in_worker(job: TrialJob, hparams: dict[str, Any]) -> dict[str, Any]:
     """One trial in a Ray worker: the base is loaded on the worker's first task and reused by its
@@ -140,17 +144,7 @@ def train_in_worker(job: TrialJob, hparams: dict[str, Any]) -> dict[str, Any]:
     resident = worker_cached(
         repr((job.model, *place)), lambda: ResidentModel(job.model, device_settings(*place))
     )
-    train_and_eval = make_train_and_eval(
-        resident,
-        job.train_rows,
-        job.val_rows,
-        Path(job.out_root),
-        max_length=job.max_length,
-        max_steps=job.max_steps,
-        seed=job.seed,
-        keep_adapters=True,
-    )
-    return train_and_eval(hparams)
+    return job.train_and_eval(resident, Path(job.out_root))(hparams)
 
 
 def train_proposals(
