@@ -6,9 +6,10 @@ TPE and the agents+TPE hybrid, each through the real `posttrain tune` pipeline.
 
 Each (tuner, seed) runs `--budget` trainings (no SEAL stage, no QA, the judge may not stop
 early) with a tiny budget per training. N4 is the best validation loss among the first 4
-trainings, N8 among the first 8 (the same runs, so N4 is a prefix of N8). Every winner at the
-full budget is then scored once on a held-out test split that no tuner ever saw; selection
-uses only the validation split. Means come with bootstrap 95% CIs over seeds.
+trainings, N8 among the first 8 (the same runs, so N4 is a prefix of N8). Every tuner trains on
+the same train rows and selects on the same validation rows (`data.val_path`, the first
+`--max-val` after a seeded shuffle). Every winner at the full budget is then scored once on a
+held-out test split that no tuner ever saw. Means come with bootstrap 95% CIs over seeds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 
 
 def run_one(
-    model: str, tuner: str, seed: int, budget: int, steps: int, data: Path, root: Path, max_val: int
+    model: str,
+    tuner: str,
+    seed: int,
+    budget: int,
+    steps: int,
+    data: tuple[Path, Path],
+    root: Path,
+    max_val: int,
 ) -> dict:
     from posttrain.config import TuneConfig, load_config
     from posttrain.pipelines.tune import run_tune
@@ -46,8 +54,8 @@ def run_one(
     name = f"{tuner}-{seed}"
     overrides = [
         f"model.name={model}",
-        f"data.path={data}",
-        "data.val_fraction=0.2",
+        f"data.path={data[0]}",
+        f"data.val_path={data[1]}",
         "data.seed=0",
         f"data.max_val={max_val}",
         f"agents.tuner={tuner}",
@@ -93,7 +101,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8, help="trainings per tuner and seed (N)")
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per training")
     parser.add_argument(
-        "--max-val", type=int, default=2_000, help="cap on the tuners' validation rows (eval cost per trial)"
+        "--max-val", type=int, default=16, help="cap on the tuners' validation rows (eval cost per trial)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -103,7 +111,7 @@ def main() -> None:
     winners: dict[str, list[float]] = {t: [] for t in TUNERS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        data = write_jsonl(train + val, tmp_path / "tune.jsonl")
+        data = (write_jsonl(train, tmp_path / "train.jsonl"), write_jsonl(val, tmp_path / "val.jsonl"))
         for seed in range(args.seeds):
             for tuner in TUNERS:
                 res = run_one(
@@ -127,7 +135,7 @@ def main() -> None:
         "budget": args.budget,
         "steps_per_training": args.steps,
         "max_val_rows": args.max_val,
-        "val_rows": len(val),
+        "val_rows": min(len(val), args.max_val),
         "test_rows": len(test),
         "agents_backend": "rules",
         "best_of_agents_hybrid_at_or_below_tpe": goal,

@@ -56,6 +56,10 @@ class DataSettings(_Strict):
     path: str | None = Field(
         None, description="JSONL/JSON/CSV file or saved HF dataset; None = bundled sample."
     )
+    val_path: str | None = Field(
+        None,
+        description="Validation file (same format); when set, all of `path` trains, val_fraction unused.",
+    )
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for validation.")
     seed: int = Field(0, description="Seed of the train/validation split.")
     max_train: int = Field(10_000, ge=1, description="Cap on training rows (after shuffling).")

@@ -76,7 +76,12 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     data_path = cfg.data.path or str(sample_path("alpaca"))
     d = cfg.data
     train_rows, val_rows = load_sft_dataset(
-        data_path, val_fraction=d.val_fraction, seed=d.seed, max_train=d.max_train, max_val=d.max_val
+        data_path,
+        val_fraction=d.val_fraction,
+        seed=d.seed,
+        max_train=d.max_train,
+        max_val=d.max_val,
+        val_path=d.val_path,
     )
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("sft"), resume)
     if is_main_process():
@@ -138,7 +143,12 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     data_path = cfg.data.path or str(sample_path("preference"))
     d = cfg.data
     train_rows, val_rows = load_preference_dataset(
-        data_path, val_fraction=d.val_fraction, seed=d.seed, max_train=d.max_train, max_val=d.max_val
+        data_path,
+        val_fraction=d.val_fraction,
+        seed=d.seed,
+        max_train=d.max_train,
+        max_val=d.max_val,
+        val_path=d.val_path,
     )
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("dpo"), resume)
     if is_main_process():

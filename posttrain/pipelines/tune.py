@@ -49,6 +49,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
         seed=d.seed,
         max_train=d.max_train,
         max_val=d.max_val,
+        val_path=d.val_path,
     )
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("tune"), resume)
     dump_config(cfg, run.path / "config.yaml")

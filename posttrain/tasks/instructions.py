@@ -8,6 +8,7 @@ TRL's conversational shapes and split train/validation with a seeded shuffle.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ def load_sft_dataset(
     seed: int = 0,
     max_train: int = 10_000,
     max_val: int = 2_000,
+    val_path: str | Path | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Read Alpaca, chat (`messages`) or prompt-completion rows as (train, validation) lists.
 
@@ -41,13 +43,18 @@ def load_sft_dataset(
     row's prompt is every turn before its final assistant turn. The split is a seeded shuffle
     (same seed, same split); validation gets round(n * val_fraction) rows, at least one when
     val_fraction > 0 and there are two or more rows. The caps cut each side after shuffling.
+    With `val_path` the validation rows come from that file instead (a fixed held-out set that
+    the caller chose, e.g. to keep a test split apart) and every row of `path` is training data.
     """
-    records = read_records(path)
-    shape = detect_shape(records)
-    if shape == "preference":
-        raise _wrong_shape(records[0], "preference rows (prompt, chosen, rejected)", "SFT", "Alpaca rows")
-    rows = [_sft_example(row, shape) for row in validate_rows(records, shape)]
-    return _split(rows, val_fraction, seed, max_train, max_val)
+
+    def read(file: str | Path) -> list[dict]:
+        records = read_records(file)
+        shape = detect_shape(records)
+        if shape == "preference":
+            raise _wrong_shape(records[0], "preference rows (prompt, chosen, rejected)", "SFT", "Alpaca rows")
+        return [_sft_example(row, shape) for row in validate_rows(records, shape)]
+
+    return _split_or_pair(read, path, val_path, val_fraction, seed, max_train, max_val)
 
 
 def load_preference_dataset(
@@ -57,27 +64,33 @@ def load_preference_dataset(
     seed: int = 0,
     max_train: int = 10_000,
     max_val: int = 2_000,
+    val_path: str | Path | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Read preference rows (prompt, chosen, rejected) as (train, validation) lists for DPO.
 
     Each field may be a string or a list of {role, content} turns; strings become one user
     turn (prompt) or one assistant turn (chosen, rejected), so every returned row is TRL
     conversational: `{"prompt": [...], "chosen": [{"role": "assistant", ...}], "rejected": [...]}`.
-    Splitting works as in `load_sft_dataset`.
+    Splitting (and `val_path`) works as in `load_sft_dataset`.
     """
-    records = read_records(path)
-    shape = detect_shape(records)
-    if shape != "preference":
-        raise _wrong_shape(records[0], f"{shape} rows", "DPO", "preference rows: prompt, chosen, rejected")
-    rows = [
-        {
-            "prompt": _as_turns(row["prompt"], "user"),
-            "chosen": _as_turns(row["chosen"], "assistant"),
-            "rejected": _as_turns(row["rejected"], "assistant"),
-        }
-        for row in validate_rows(records, shape)
-    ]
-    return _split(rows, val_fraction, seed, max_train, max_val)
+
+    def read(file: str | Path) -> list[dict]:
+        records = read_records(file)
+        shape = detect_shape(records)
+        if shape != "preference":
+            raise _wrong_shape(
+                records[0], f"{shape} rows", "DPO", "preference rows: prompt, chosen, rejected"
+            )
+        return [
+            {
+                "prompt": _as_turns(row["prompt"], "user"),
+                "chosen": _as_turns(row["chosen"], "assistant"),
+                "rejected": _as_turns(row["rejected"], "assistant"),
+            }
+            for row in validate_rows(records, shape)
+        ]
+
+    return _split_or_pair(read, path, val_path, val_fraction, seed, max_train, max_val)
 
 
 def _wrong_shape(first: Record, found: str, stage: str, needed: str) -> DataError:
@@ -101,6 +114,22 @@ def _sft_example(row: dict, shape: str) -> dict:
 
 def _as_turns(value: str | list[dict], role: str) -> list[dict]:
     return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+
+def _split_or_pair(
+    read: Callable[[str | Path], list[dict]],
+    path: str | Path,
+    val_path: str | Path | None,
+    val_fraction: float,
+    seed: int,
+    max_train: int,
+    max_val: int,
+) -> tuple[list[dict], list[dict]]:
+    if val_path is None:
+        return _split(read(path), val_fraction, seed, max_train, max_val)
+    train, _ = _split(read(path), 0.0, seed, max_train, max_val)
+    val, _ = _split(read(val_path), 0.0, seed, max_val, max_val) if max_val else ([], [])
+    return train, val
 
 
 def _split(

@@ -163,6 +163,24 @@ def test_caps_cut_after_shuffling(tmp_path):
     assert ids(train) != list(range(10))
 
 
+def test_val_path_keeps_the_callers_held_out_rows(tmp_path):
+    train_file = write_jsonl(tmp_path / "train.jsonl", numbered(30))
+    val_file = write_jsonl(
+        tmp_path / "val.jsonl",
+        [{"instruction": f"Task {100 + i}", "input": "", "output": "x"} for i in range(10)],
+    )
+    train, val = load_sft_dataset(train_file, val_fraction=0.5, seed=2, max_val=4, val_path=val_file)
+    assert sorted(ids(train)) == list(range(30))  # every row of `path` trains; val_fraction unused
+    assert len(val) == 4 and set(ids(val)) <= set(range(100, 110))
+    _, again = load_sft_dataset(train_file, seed=2, max_val=4, val_path=val_file)
+    assert ids(again) == ids(val)  # seeded shuffle, then the cap
+    pref = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    with pytest.raises(DataError, match=str(pref)):  # the validation file is checked like `path`
+        load_sft_dataset(train_file, val_path=pref)
+    ptrain, pval = load_preference_dataset(pref, val_path=pref)
+    assert len(ptrain) == len(pval) == 1
+
+
 @pytest.mark.parametrize(
     ("n", "fraction", "expected_val"),
     [(1, 0.1, 0), (2, 0.1, 1), (5, 0.1, 1), (10, 0.5, 5), (3, 0.9, 2), (30, 0.0, 0)],
