@@ -133,13 +133,30 @@ def _tune_compare(r: dict) -> str:
         cells = [f"{r[k][t]['mean']:.4f} [{r[k][t]['ci'][0]:.4f}, {r[k][t]['ci'][1]:.4f}]" for k in n_keys]
         rows += f"| {t} | " + " | ".join(cells) + f" | {r['test'][t]['mean']:.4f} |\n"
     m = r["meta"]
+    goal = m["best_of_agents_hybrid_at_or_below_tpe"]
+    verdict = "; ".join(
+        f"at {k} the better of agents and hybrid is {'at or below' if ok else 'above'} TPE"
+        for k, ok in goal.items()
+    )
+    test_best = min(r["test"], key=lambda t: r["test"][t]["mean"])
+    last = n_keys[-1]
+    ours = min(("agents", "hybrid"), key=lambda t: r[last][t]["mean"])
+    (lo, hi), (tlo, thi) = r[last][ours]["ci"], r[last]["tpe"]["ci"]
+    separation = f"At {last} the 95% CIs of {ours} and TPE " + (
+        "overlap, so this budget does not tell them apart" if lo <= thi and tlo <= hi else "do not overlap"
+    )
     return (
-        f"**Tuner comparison** (`python bench/tune_compare.py`): {m['model']}, {m['seeds']} seeds, "
-        f"{m['steps_per_training']} optimizer steps per training, agents on the rules backend.\n\n"
+        f"**Tuner comparison** (`{m['command']}`): {m['model']}, {m['seeds']} seeds, "
+        f"{m['budget']} trainings per tuner and seed of {m['steps_per_training']} optimizer steps each, "
+        f"agents on the {m['agents_backend']} backend. Every tuner selects on the same "
+        f"{m['val_rows']} validation rows; each winner is scored once on {m['test_rows']} test rows "
+        "that no tuner saw.\n\n"
         + head
         + "|---" * (len(n_keys) + 2)
         + "|\n"
         + rows
+        + f"\nGoal (best of agents and hybrid at or below TPE): {verdict}. "
+        f"{separation}. Lowest mean test loss of the winners: {test_best}.\n"
     )
 
 
