@@ -71,8 +71,11 @@ def run_one(
     ]
     summary = run_tune(load_config(TuneConfig, overrides=overrides))
     with Store(f"sqlite:///{root / 'posttrain.db'}") as store:
-        losses = [e.metrics["eval_loss"] for e in store.list_episodes(store.find_run(name).id)]
-    return {"losses": losses, "adapter": str(Path(summary["run_dir"]) / "adapter")}
+        episodes = store.list_episodes(store.find_run(name).id)
+    losses = [e.metrics["eval_loss"] for e in episodes]
+    at = losses.index(min(losses))
+    winner = {"seed": seed, "found_at": at + 1, **episodes[at].hparams}
+    return {"losses": losses, "winner": winner, "adapter": str(Path(summary["run_dir"]) / "adapter")}
 
 
 def test_loss(model: str, adapter: str, rows: list[dict], tmp: Path) -> float:
@@ -109,6 +112,7 @@ def main() -> None:
     train, val, test = splits()
     best: dict[str, dict[int, list[float]]] = {t: {} for t in TUNERS}
     winners: dict[str, list[float]] = {t: [] for t in TUNERS}
+    configs: dict[str, list[dict]] = {t: [] for t in TUNERS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         data = (write_jsonl(train, tmp_path / "train.jsonl"), write_jsonl(val, tmp_path / "val.jsonl"))
@@ -118,6 +122,7 @@ def main() -> None:
                     args.model, tuner, seed, args.budget, args.steps, data, tmp_path / "runs", args.max_val
                 )
                 best[tuner][seed] = res["losses"]
+                configs[tuner].append(res["winner"])
                 winners[tuner].append(test_loss(args.model, res["adapter"], test, tmp_path / "eval"))
                 print(f"seed {seed} {tuner}: best val {min(res['losses']):.4f} test {winners[tuner][-1]:.4f}")
     result: dict = {}
@@ -125,6 +130,7 @@ def main() -> None:
         if n <= args.budget:
             result[f"N{n}"] = {t: stats([min(best[t][s][:n]) for s in best[t]]) for t in TUNERS}
     result["test"] = {t: stats(winners[t]) for t in TUNERS}
+    result["winners"] = configs  # per seed: the training (1-based) that found the best, and its hparams
     goal = {}
     for n_key in [k for k in result if k.startswith("N")]:
         ours = min(result[n_key]["agents"]["mean"], result[n_key]["hybrid"]["mean"])

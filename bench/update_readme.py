@@ -157,7 +157,19 @@ def _tune_compare(r: dict) -> str:
         + rows
         + f"\nGoal (best of agents and hybrid at or below TPE): {verdict}. "
         f"{separation}. Lowest mean test loss of the winners: {test_best}.\n"
+        + _tune_winners(r.get("winners"))
     )
+
+
+def _tune_winners(winners: dict | None) -> str:
+    if not winners:
+        return ""
+    cells = []
+    for t, ws in winners.items():
+        lrs = sorted(w["lr"] for w in ws)
+        found = sum(w["found_at"] for w in ws) / len(ws)
+        cells.append(f"{t} median lr {lrs[len(lrs) // 2]:.2g}, found at training {found:.1f} on average")
+    return "Winning configurations: " + "; ".join(cells) + ".\n"
 
 
 def _rlhf_quality(r: dict) -> str:
