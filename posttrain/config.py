@@ -66,6 +66,16 @@ class DataSettings(_Strict):
     max_val: int = Field(2_000, ge=1, description="Cap on validation rows (after shuffling).")
     max_length: int = Field(512, ge=16, description="Tokens per example; longer ones are truncated.")
 
+    def split_args(self) -> dict[str, Any]:
+        """The data loaders' split keywords, so SFT, DPO and tune split a file the same way."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "max_train": self.max_train,
+            "max_val": self.max_val,
+            "val_path": self.val_path,
+        }
+
 
 class TrainSettings(_Strict):
     learning_rate: float = Field(2e-4, gt=0.0, description="Peak learning rate.")

@@ -74,15 +74,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA SFT with loss on completions; returns the run summary (also in summary.json)."""
     cfg = resumed_config(SFTConfig, cfg, resume)
     data_path = cfg.data.path or str(sample_path("alpaca"))
-    d = cfg.data
-    train_rows, val_rows = load_sft_dataset(
-        data_path,
-        val_fraction=d.val_fraction,
-        seed=d.seed,
-        max_train=d.max_train,
-        max_val=d.max_val,
-        val_path=d.val_path,
-    )
+    train_rows, val_rows = load_sft_dataset(data_path, **cfg.data.split_args())
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("sft"), resume)
     if is_main_process():
         dump_config(cfg, run.path / "config.yaml")
@@ -94,7 +86,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         resident = ResidentModel(cfg.model.name, settings)
         lora = cfg.lora
         model = resident.fresh_adapter(lora.r, lora.alpha, lora.dropout, cfg.train.seed, lora.target_modules)
-        hp = _hparams(SFTHParams, cfg.train, max_length=d.max_length)
+        hp = _hparams(SFTHParams, cfg.train, max_length=cfg.data.max_length)
         result = sft_train(
             model,
             resident.tokenizer,
@@ -141,15 +133,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA DPO on preference rows, from a fresh adapter or on top of an SFT adapter."""
     cfg = resumed_config(DPOConfig, cfg, resume)
     data_path = cfg.data.path or str(sample_path("preference"))
-    d = cfg.data
-    train_rows, val_rows = load_preference_dataset(
-        data_path,
-        val_fraction=d.val_fraction,
-        seed=d.seed,
-        max_train=d.max_train,
-        max_val=d.max_val,
-        val_path=d.val_path,
-    )
+    train_rows, val_rows = load_preference_dataset(data_path, **cfg.data.split_args())
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("dpo"), resume)
     if is_main_process():
         dump_config(cfg, run.path / "config.yaml")
@@ -167,7 +151,11 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
                 lora.r, lora.alpha, lora.dropout, cfg.train.seed, lora.target_modules
             )
         hp = _hparams(
-            DPOHParams, cfg.train, max_length=d.max_length, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss_type
+            DPOHParams,
+            cfg.train,
+            max_length=cfg.data.max_length,
+            beta=cfg.dpo.beta,
+            loss_type=cfg.dpo.loss_type,
         )
         result = dpo_train(
             model,

@@ -43,14 +43,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     """Run up to `max_episodes` episodes; returns the summary (best loss, adapter, table)."""
     cfg = resumed_config(TuneConfig, cfg, resume)
     d = cfg.data
-    train_rows, val_rows = load_sft_dataset(
-        d.path or str(sample_path("alpaca")),
-        val_fraction=d.val_fraction,
-        seed=d.seed,
-        max_train=d.max_train,
-        max_val=d.max_val,
-        val_path=d.val_path,
-    )
+    train_rows, val_rows = load_sft_dataset(d.path or str(sample_path("alpaca")), **d.split_args())
     run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("tune"), resume)
     dump_config(cfg, run.path / "config.yaml")
     store = open_store(cfg.run.store, cfg.run.output_root)
