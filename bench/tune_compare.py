@@ -111,8 +111,8 @@ def main() -> None:
 
     train, val, test = splits()
     best: dict[str, dict[int, list[float]]] = {t: {} for t in TUNERS}
-    winners: dict[str, list[float]] = {t: [] for t in TUNERS}
-    configs: dict[str, list[dict]] = {t: [] for t in TUNERS}
+    test_losses: dict[str, list[float]] = {t: [] for t in TUNERS}
+    winners: dict[str, list[dict]] = {t: [] for t in TUNERS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         data = (write_jsonl(train, tmp_path / "train.jsonl"), write_jsonl(val, tmp_path / "val.jsonl"))
@@ -122,15 +122,16 @@ def main() -> None:
                     args.model, tuner, seed, args.budget, args.steps, data, tmp_path / "runs", args.max_val
                 )
                 best[tuner][seed] = res["losses"]
-                configs[tuner].append(res["winner"])
-                winners[tuner].append(test_loss(args.model, res["adapter"], test, tmp_path / "eval"))
-                print(f"seed {seed} {tuner}: best val {min(res['losses']):.4f} test {winners[tuner][-1]:.4f}")
+                winners[tuner].append(res["winner"])
+                loss = test_loss(args.model, res["adapter"], test, tmp_path / "eval")
+                test_losses[tuner].append(loss)
+                print(f"seed {seed} {tuner}: best val {min(res['losses']):.4f} test {loss:.4f}")
     result: dict = {}
     for n in sorted({4, args.budget}):
         if n <= args.budget:
             result[f"N{n}"] = {t: stats([min(best[t][s][:n]) for s in best[t]]) for t in TUNERS}
-    result["test"] = {t: stats(winners[t]) for t in TUNERS}
-    result["winners"] = configs  # per seed: the training (1-based) that found the best, and its hparams
+    result["test"] = {t: stats(test_losses[t]) for t in TUNERS}
+    result["winners"] = winners  # per seed: the training (1-based) that found the best, and its hparams
     goal = {}
     for n_key in [k for k in result if k.startswith("N")]:
         ours = min(result[n_key]["agents"]["mean"], result[n_key]["hybrid"]["mean"])

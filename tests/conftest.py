@@ -30,13 +30,15 @@ def tiny_tokenizer(tiny_spec: str):
     return load_tokenizer(tiny_spec)
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `posttrain ...` as a user would, in its own process."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `posttrain ...` as a user would, in its own process; `env` adds to the environment."""
     return subprocess.run(
         [sys.executable, "-m", "posttrain.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )

@@ -5,9 +5,7 @@ processes on CPU trains the same adapter as one process with the same global bat
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,21 +25,12 @@ from posttrain.launch import (
     write_accelerate_config,
 )
 from posttrain.store import Store
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, run_cli
 
 
 def _posttrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`posttrain ...` in its own process; the ranks it launches import this checkout's posttrain."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "posttrain.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    return run_cli(*args, cwd=cwd, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
 
 
 def _loaded(config: dict, tmp_path: Path):
