@@ -18,11 +18,10 @@ from typing import Any
 
 import torch
 
+from posttrain.config.constants import DEFAULT_MODEL, LORA_TARGETS  # noqa: F401 (re-exported)
 from posttrain.distributed import is_distributed, local_rank
 from posttrain.errors import CheckpointError, PosttrainError
 
-DEFAULT_MODEL = "smollm2-135m"
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = ".materialized"
 

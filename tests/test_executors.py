@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain.agents.search_space import SearchSpace
 from posttrain.agents.tuners import AgentProposer
+from posttrain.config.search_space import SearchSpace
 from posttrain.errors import PosttrainError
 from posttrain.executors import (
     AttemptLog,

@@ -48,7 +48,7 @@ from posttrain.agents.roles import (
     rules_answer,
     seal_effect_summary,
 )
-from posttrain.agents.search_space import SearchSpace
+from posttrain.config.search_space import SearchSpace
 from posttrain.constrained import (
     bounded_numbers,  # noqa: F401  (re-exported for callers and tests)
     constrained_generate,

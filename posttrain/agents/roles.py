@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from posttrain.agents.search_space import HPARAM_NAMES, Choice, SearchSpace, as_number
+from posttrain.config.search_space import HPARAM_NAMES, Choice, SearchSpace, as_number
 
 Role = Literal["tuner", "judge", "reward_penalty", "seal_expert", "qa_generator", "qa_evaluator"]
 ROLES: tuple[str, ...] = ("tuner", "judge", "reward_penalty", "seal_expert", "qa_generator", "qa_evaluator")

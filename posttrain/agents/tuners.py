@@ -17,7 +17,7 @@ import math
 import random
 from typing import Any, Literal, Protocol
 
-from posttrain.agents.search_space import SearchSpace
+from posttrain.config.search_space import SearchSpace
 
 TunerKind = Literal["agents", "random", "tpe", "hybrid"]
 

@@ -36,7 +36,7 @@ from posttrain.agents.roles import (
     reply_schema,
     rules_answer,
 )
-from posttrain.agents.search_space import SearchSpace
+from posttrain.config.search_space import SearchSpace
 from posttrain.errors import ConfigError
 from posttrain.store import Store
 

@@ -41,7 +41,7 @@ from posttrain.agents.roles import (
     seal_effect_summary,
     token_f1,
 )
-from posttrain.agents.search_space import SearchSpace
+from posttrain.config.search_space import SearchSpace
 
 SPACE = SearchSpace()
 BASE = {

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posttrain.agents.search_space import HPARAM_NAMES, Choice, FloatRange, SearchSpace
+from posttrain.config.search_space import HPARAM_NAMES, Choice, FloatRange, SearchSpace
 
 SPACE = SearchSpace()
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from posttrain.agents.backends import AgentLog, AgentTeam, OpenAIBackend
 from posttrain.agents.roles import reply_schema
-from posttrain.agents.search_space import SearchSpace
+from posttrain.config.search_space import SearchSpace
 from posttrain.constrained import chat_prompt_ids
 from posttrain.inference import generate_batch
 from posttrain.models import load_for_inference

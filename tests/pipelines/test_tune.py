@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from posttrain.agents.search_space import SearchSpace
 from posttrain.agents.tuners import lr_ladder, make_proposer
+from posttrain.config.search_space import SearchSpace
 from posttrain.pipelines.tune import replay_history
 from posttrain.store import Store
 from tests.conftest import run_cli

@@ -1,0 +1,117 @@
+"""`posttrain align` config (seeds 002 and 004)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from posttrain.config.sections import (
+    ExecutorSettings,
+    LoraSettings,
+    ModelSettings,
+    RunSettings,
+    Strict,
+    TrainSettings,
+)
+
+
+class AlignDataSettings(Strict):
+    train_rows: int = Field(
+        400,
+        ge=4,
+        description="tool_use: generated training turns (grouped into whole episodes for SFT); "
+        "meetings: scenarios for the direct predictor.",
+    )
+    agent_demos: int = Field(
+        48, ge=0, description="meetings: scripted tool-using demos added to SFT (tool_use ignores it)."
+    )
+    val_rows: int = Field(16, ge=0, description="SFT conversations held out for the eval loss (0 = none).")
+    seed: int = Field(42, description="Seed of the training data; rollouts and evaluation draw their own.")
+    compact_prompt: bool = Field(
+        True, description="Short system prompt (format + tool signatures): half the tokens of the full one."
+    )
+    max_length: int = Field(
+        768, ge=64, description="Tokens per SFT conversation or DPO pair; longer ones are cut."
+    )
+
+
+class AlignRolloutSettings(Strict):
+    prompts: int = Field(
+        16, ge=1, description="Held-in prompts (tool_use episodes, meetings scenarios) the SFT model acts on."
+    )
+    k: int = Field(4, ge=1, description="Trajectories per prompt: the first greedy, the others sampled.")
+    temperature: float = Field(0.8, gt=0.0, description="Sampling temperature of the extra trajectories.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus mass of the extra trajectories.")
+    max_steps: int = Field(6, ge=1, description="ReAct turns per trajectory.")
+    max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
+    batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
+    seed: int = Field(
+        1,
+        description="Seed of the held-in prompts and of sampling (ray: shard i samples with seed + i).",
+    )
+    prompts_per_task: int = Field(
+        8, ge=1, description="executor ray: held-in prompts per rollout task (local runs them all at once)."
+    )
+
+
+class AlignPairSettings(Strict):
+    synthetic: int = Field(
+        96,
+        ge=0,
+        description="Synthetic pairs: tool_use rows with one defect each; meetings scripted trajectories "
+        "ranked by reward.",
+    )
+    on_policy: int = Field(
+        64, ge=0, description="At most this many on-policy pairs (best vs worst SFT trajectory of a prompt)."
+    )
+    min_margin: float = Field(0.2, ge=0.0, description="Reward gap a pair needs to count as clearly ranked.")
+
+
+class AlignDPOSettings(Strict):
+    beta: float = Field(0.1, gt=0.0, description="DPO temperature: higher stays closer to the SFT model.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid, ipo, hinge, ...).")
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=5e-5, packing=False, max_steps=40),
+        description="Optimisation of the DPO stage (the SFT adapter is its starting point and reference).",
+    )
+
+
+class AlignEvalSettings(Strict):
+    models: list[Literal["base", "sft", "dpo"]] = Field(
+        default_factory=lambda: ["base", "sft", "dpo"], description="Which models the final table compares."
+    )
+    episodes: int = Field(
+        24, ge=1, description="tool_use: held-out episodes per split; every turn of each is scored."
+    )
+    scenarios: int = Field(32, ge=1, description="meetings: held-out scenarios.")
+    max_steps: int = Field(6, ge=1, description="ReAct turns per evaluated episode.")
+    max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
+    batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
+    seed: int = Field(1000, description="Seed of the held-out data; never used for training or tuning.")
+
+
+class AlignConfig(Strict):
+    """`posttrain align`: SFT -> trajectories with rewards -> preference pairs -> DPO -> evaluation."""
+
+    task: Literal["tool_use", "meetings"] = Field("tool_use", description="Which task to align for.")
+    model: ModelSettings = Field(
+        default_factory=ModelSettings, description="Which model and how to place it."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter shape (SFT and DPO).")
+    data: AlignDataSettings = Field(default_factory=AlignDataSettings, description="Training data.")
+    sft: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(max_steps=-1), description="Optimisation of the SFT stage."
+    )
+    rollouts: AlignRolloutSettings = Field(
+        default_factory=AlignRolloutSettings, description="Trajectories of the SFT model."
+    )
+    pairs: AlignPairSettings = Field(default_factory=AlignPairSettings, description="Preference pairs.")
+    dpo: AlignDPOSettings = Field(default_factory=AlignDPOSettings, description="DPO stage.")
+    evaluation: AlignEvalSettings = Field(
+        default_factory=AlignEvalSettings, description="Held-out base/SFT/DPO comparison."
+    )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings, description="Where the rollout shards run."
+    )
+    run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")

@@ -1,0 +1,123 @@
+"""The parts every recipe config is built from: model, LoRA, data, training, run, executor.
+
+A recipe that needs other defaults subclasses a section (see `DPOTrainSettings`) instead of
+passing a `default_factory`, so a `--set train.max_steps=10` merges into the recipe's own
+defaults rather than rebuilding the section from the base class's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from posttrain.config.constants import DEFAULT_MODEL, LORA_TARGETS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Strict):
+    name: str = Field(
+        DEFAULT_MODEL, description="Model spec: smollm2-135m, tiny-random, a hub id or a local dir."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bf16 on CUDA that supports it, fp32 elsewhere."
+    )
+    attn_implementation: str = Field(
+        "auto", description="auto = flash_attention_2 if installed on CUDA, else sdpa."
+    )
+    use_kernels: bool = Field(
+        False,
+        description="Fused hub kernels (transformers/TRL use_kernels; needs `kernels`, CUDA).",
+    )
+
+
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), description="Modules to adapt."
+    )
+
+
+class DataSettings(Strict):
+    path: str | None = Field(
+        None, description="JSONL/JSON/CSV file or saved HF dataset; None = bundled sample."
+    )
+    val_path: str | None = Field(
+        None,
+        description="Validation file (same format); when set, all of `path` trains, val_fraction unused.",
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for validation.")
+    seed: int = Field(0, description="Seed of the train/validation split.")
+    max_train: int = Field(10_000, ge=1, description="Cap on training rows (after shuffling).")
+    max_val: int = Field(2_000, ge=1, description="Cap on validation rows (after shuffling).")
+    max_length: int = Field(512, ge=16, description="Tokens per example; longer ones are truncated.")
+
+    def split_args(self) -> dict[str, Any]:
+        """The data loaders' split keywords, so SFT, DPO and tune split a file the same way."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "max_train": self.max_train,
+            "max_val": self.max_val,
+            "val_path": self.val_path,
+        }
+
+
+class TrainSettings(Strict):
+    learning_rate: float = Field(2e-4, gt=0.0, description="Peak learning rate.")
+    batch_size: int = Field(4, ge=1, description="Examples per device per step (before packing).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
+    warmup_ratio: float = Field(0.03, ge=0.0, le=1.0, description="Share of steps spent warming up the LR.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    scheduler: str = Field("cosine", description="HF scheduler name: linear, cosine, constant, ...")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed of model init, LoRA init and data order.")
+    packing: bool = Field(
+        True,
+        description="Pack examples into rows without cross-attention (padding-free); fastest on CPU and GPU.",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    logging_steps: int = Field(1, ge=1, description="Log the training loss every N steps.")
+    report_to: str = Field("none", description="none, tensorboard, wandb, mlflow or trackio (passed to HF).")
+
+
+class RunSettings(Strict):
+    name: str | None = Field(None, description="Run name; default <pipeline>-<timestamp>.")
+    output_root: str = Field("runs", description="Parent of run directories.")
+    store: str | None = Field(
+        None, description="Store URL; default $POSTTRAIN_STORE or sqlite:///runs/posttrain.db."
+    )
+
+
+class ExecutorSettings(Strict):
+    """Where independent work (tune proposals, SEAL inner updates, rollout shards) runs."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description="local: one after another in this process, on the resident base; ray: one Ray task "
+        "each (needs `pip install posttrain[ray]`).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray: None starts a local Ray on this machine; 'auto' joins the running cluster; "
+        "'ray://host:10001' connects a client.",
+    )
+    num_cpus: float | None = Field(None, gt=0, description="ray: CPUs per task (None = 1).")
+    num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="ray: GPUs per task (None = 1 when the cluster has GPUs, else 0); 0.5 packs two per GPU.",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="ray: retries of a task that raised or whose worker died (each in the store)."
+    )
