@@ -31,6 +31,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check posttrain tests bench
 	$(VENV)/bin/ruff format --check posttrain tests bench
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff check --fix posttrain tests bench

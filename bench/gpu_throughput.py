@@ -150,10 +150,11 @@ def _timing_hparams(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_sft(model: Any, tok: Any, args: argparse.Namespace, out: Path) -> float:
     from posttrain.tasks.instructions import load_sft_dataset, sample_path
-    from posttrain.train.sft import SFTHParams, build_sft_trainer
+    from posttrain.train.args import SFTArgs
+    from posttrain.train.sft import build_sft_trainer
 
     rows, _ = load_sft_dataset(sample_path("alpaca"), val_fraction=0.05, seed=0)
-    hp = SFTHParams(**_timing_hparams(args))
+    hp = SFTArgs(**_timing_hparams(args))
     trainer, _ = build_sft_trainer(model, tok, rows, None, out, hp, checkpoints=False)
     clock = TokenClock()
     trainer.add_callback(clock)
@@ -163,10 +164,11 @@ def run_sft(model: Any, tok: Any, args: argparse.Namespace, out: Path) -> float:
 
 def run_dpo(model: Any, tok: Any, args: argparse.Namespace, out: Path) -> float:
     from posttrain.tasks.instructions import load_preference_dataset, sample_path
-    from posttrain.train.dpo import DPOHParams, dpo_train
+    from posttrain.train.args import DPOArgs
+    from posttrain.train.dpo import dpo_train
 
     rows, _ = load_preference_dataset(sample_path("preference"), val_fraction=0.05, seed=0)
-    hp = DPOHParams(**_timing_hparams(args))
+    hp = DPOArgs(**_timing_hparams(args))
     clock = TokenClock()
     result = dpo_train(model, tok, rows, None, out, hp, checkpoints=False, callbacks=[clock])
     if result.status != "completed":

@@ -21,7 +21,7 @@ share of held-out answer pairs (same prompt, scores >= 1 apart) it ranks the rig
 
 The `rlhf` preset is sized for ~22-25 minutes on the 2-core CPU (per-step times in the
 preset's header). On a machine shared with other jobs, `--threads 1` is faster than two
-threads fighting over two cores. Bigger budgets: `--set rl_max_steps=60 --set sft_max_steps=8`.
+threads fighting over two cores. Bigger budgets: `--set rl.max_steps=60 --set sft.max_steps=8`.
 """
 
 from __future__ import annotations
@@ -81,22 +81,20 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from posttrain.config import RLHFConfig, load_config
+    from posttrain.config import RLHF_ALIASES, RLHFConfig, load_config, rename_overrides
     from posttrain.pipelines.rlhf import run_rlhf
 
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="rlhf_quality."))
     flags = {
-        "model_name": args.model,
-        "algo": args.algo,
-        "run_sft": True,
-        "run_rlhf": True,
-        "dynamic_kl": True,
-        "output_dir": str(runs),
-        "run_name": f"rlhf_quality-{time.strftime('%Y%m%d-%H%M%S')}",
+        "model": {"name": args.model},
+        "sft": {"enabled": True},
+        "rl": {"enabled": True, "algo": args.algo, "dynamic_kl": True},
+        "run": {"output_root": str(runs), "name": f"rlhf_quality-{time.strftime('%Y%m%d-%H%M%S')}"},
     }
-    cfg = load_config(RLHFConfig, preset=args.preset, overrides=args.set, extra=flags)
+    overrides = rename_overrides(args.set, RLHF_ALIASES)
+    cfg = load_config(RLHFConfig, preset=args.preset, overrides=overrides, extra=flags)
     start = time.perf_counter()
     summary = run_rlhf(cfg)
     wall = time.perf_counter() - start

@@ -2,7 +2,7 @@
 unfinished episode, batch 16) against one trajectory at a time, on the same prompts in one run.
 
 Prompts are held-in tool_use episodes (the compact system prompt `posttrain align` trains with);
-both modes run the same greedy ReAct loop (`agents.toolcall.run_react`) over the same tools.
+both modes run the same greedy ReAct loop (`toolcall.run_react`) over the same tools.
 Batching pays where decoding dominates: a decode step reads every weight once whatever the batch,
 so 16 sequences cost little more than one; prefill is compute-bound and gains nothing.
 
@@ -50,9 +50,9 @@ def rollouts(
     model: Any, tok: Any, prompts: list, batch_size: int, args: argparse.Namespace
 ) -> tuple[float, list]:
     """Wall seconds and episodes of ReAct over `prompts`, `batch_size` conversations per generate."""
-    from posttrain.agents.toolcall import run_react
-    from posttrain.tasks.align_metrics import generator
+    from posttrain.inference import generator
     from posttrain.tasks.tool_use import build_registry
+    from posttrain.toolcall import run_react
 
     generate = generator(model, tok, args.max_new_tokens, batch_size)
     episodes = []
@@ -66,7 +66,7 @@ def rollouts(
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from posttrain.models import load_for_inference
-    from posttrain.tasks.align_metrics import tool_use_first_turns
+    from posttrain.tasks.tool_use import tool_use_first_turns
 
     prompts = [r["prompt"] for r in tool_use_first_turns("train", args.seed, args.prompts, compact=True)]
     model, tok = load_for_inference(args.model, args.adapter)

@@ -54,9 +54,9 @@ def _work(tokenizer):
 
 
 def _hp(epochs: float, seed: int):
-    from posttrain.train.sft import SFTHParams
+    from posttrain.train.args import SFTArgs
 
-    return SFTHParams(
+    return SFTArgs(
         learning_rate=1e-3,
         batch_size=1,
         epochs=epochs,

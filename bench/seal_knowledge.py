@@ -59,7 +59,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def overrides(args: argparse.Namespace, root: Path) -> list[str]:
     return [
-        f"model_name={args.model}",
+        f"model.name={args.model}",
         f"seed={args.seed}",
         f"max_outer_iterations={args.rounds}",
         f"samples_per_iteration={args.samples}",

@@ -52,11 +52,12 @@ class StepClock(TrainerCallback):
 
 def run_ours(spec: str, rows: list[dict], steps: int, batch: int, out: Path) -> tuple[StepClock, int, int]:
     from posttrain.models import ResidentModel, parameter_count
-    from posttrain.train.sft import SFTHParams, build_sft_trainer
+    from posttrain.train.args import SFTArgs
+    from posttrain.train.sft import build_sft_trainer
 
     resident = ResidentModel(spec)
     model = resident.fresh_adapter(16, 32, 0.0, seed=0)
-    hp = SFTHParams(max_steps=steps, batch_size=batch, save_steps=10_000, max_length=256, warmup_ratio=0.0)
+    hp = SFTArgs(max_steps=steps, batch_size=batch, save_steps=10_000, max_length=256, warmup_ratio=0.0)
     trainer, _ = build_sft_trainer(model, resident.tokenizer, rows, None, out, hp, checkpoints=False)
     clock = StepClock()
     clock.trainer = trainer

@@ -27,7 +27,7 @@ _EXPORTS = {
     "generate_batch": "posttrain.inference",
     "load_sft_dataset": "posttrain.tasks.instructions",
     "load_preference_dataset": "posttrain.tasks.instructions",
-    "make_train_and_eval": "posttrain.train.hparams",
+    "make_train_and_eval": "posttrain.train.trials",
     "LocalExecutor": "posttrain.executors",
     "RayExecutor": "posttrain.executors",
     "make_executor": "posttrain.executors",

@@ -214,19 +214,18 @@ class LaunchTarget:
 def launch_target(cfg: SFTConfig | DPOConfig | RLHFConfig) -> LaunchTarget:
     """The launch-relevant part of a validated sft/dpo/rlhf config."""
     if isinstance(cfg, RLHFConfig):
-        accumulation = cfg.gradient_accumulation_steps
+        accumulation = cfg.train.gradient_accumulation_steps
         batches = {}
-        if cfg.run_sft:
-            batches["sft_batch_size"] = (cfg.sft_batch_size, accumulation)
-        if cfg.run_rlhf and not cfg.reward_model.path:
+        if cfg.sft.enabled:
+            batches["sft.batch_size"] = (cfg.sft.batch_size, accumulation)
+        if cfg.rl.enabled and not cfg.reward_model.path:
             batches["reward_model.batch_size"] = (cfg.reward_model.batch_size, accumulation)
-        if cfg.run_rlhf:  # TRL's batch counts completions: prompts x num_generations
-            batches["rl_batch_size x num_generations"] = (
-                cfg.rl_batch_size * cfg.num_generations,
+        if cfg.rl.enabled:  # TRL's batch counts completions: prompts x num_generations
+            batches["rl.batch_size x rl.num_generations"] = (
+                cfg.rl.batch_size * cfg.rl.num_generations,
                 accumulation,
             )
-        dtype = "float16" if cfg.fp16 else "bfloat16" if cfg.bf16 else "auto"
-        return LaunchTarget(cfg.model_name, cfg.device, dtype, batches)
+        return LaunchTarget(cfg.model.name, cfg.model.device, cfg.model.dtype, batches)
     train = cfg.train
     batches = {"train.batch_size": (train.batch_size, train.gradient_accumulation_steps)}
     return LaunchTarget(cfg.model.name, cfg.model.device, cfg.model.dtype, batches)

@@ -294,9 +294,11 @@ class ResidentModel:
         return self.model
 
 
-def load_for_inference(spec: str, adapter: str | Path | None = None) -> tuple[Any, Any]:
+def load_for_inference(
+    spec: str, adapter: str | Path | None = None, settings: DeviceSettings | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode, with an adapter merged in when given."""
-    model, tok = load_model(spec)
+    model, tok = load_model(spec, settings)
     if adapter is not None:
         from peft import PeftModel
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
 from posttrain.errors import PosttrainError
 from posttrain.store import Store
@@ -170,17 +168,14 @@ def open_store(url: str | None, output_root: str) -> Store:
     return Store(url)
 
 
-def resumed_config(cls: type, cfg: Any, resume: bool) -> Any:
-    """On resume the run's own config.yaml wins, so the continued run is the same run."""
+def resume_dir(output_root: str | Path, name: str | None, resume: bool) -> Path | None:
+    """The partial directory a `--resume` continues, for `posttrain.config.resumed_config`;
+    None when not resuming."""
     if not resume:
-        return cfg
-    name = cfg.run.name
+        return None
     if name is None:
         raise PosttrainError("--resume needs the run's name: add --name NAME (see `posttrain runs list`)")
-    saved = RunDir(Path(cfg.run.output_root), name).partial / "config.yaml"
-    if not saved.exists():
-        return cfg
-    return cls.model_validate(yaml.safe_load(saved.read_text()))
+    return RunDir(Path(output_root), name).partial
 
 
 def open_run_store(url: str | None, output_root: str) -> Store | None:
@@ -197,7 +192,7 @@ def save_adapter(model: Any, out: Path, model_spec: str, info: dict[str, Any]) -
     state = _gathered_adapter_state(model)
     if is_main_process():
         model.save_pretrained(str(out), **({} if state is None else {"state_dict": state}))
-        (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
+        write_adapter_meta(out, model_spec, info)
     wait_for_everyone()
     return out
 
@@ -228,6 +223,17 @@ def _gathered_adapter_state(model: Any) -> dict[str, Any] | None:
     return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
 
 
+def write_adapter_meta(out: Path, model_spec: str, info: dict[str, Any]) -> None:
+    """The note beside an adapter that names its base, so `--model` can be left out later."""
+    (out / ADAPTER_META).write_text(json.dumps({"base_model": model_spec, **info}, indent=2) + "\n")
+
+
+def adapter_meta(adapter: str | Path | None) -> dict[str, Any]:
+    """The adapter's note (base model, kind, how it was trained); {} when there is none."""
+    meta = Path(adapter) / ADAPTER_META if adapter is not None else None
+    return json.loads(meta.read_text()) if meta is not None and meta.exists() else {}
+
+
 def adapter_base_model(adapter: str | Path) -> str | None:
-    meta = Path(adapter) / ADAPTER_META
-    return json.loads(meta.read_text()).get("base_model") if meta.exists() else None
+    """The base model an adapter was trained on, from its note; None when it has none."""
+    return adapter_meta(adapter).get("base_model")

@@ -8,7 +8,7 @@ import pytest
 
 from posttrain.distributed import is_main_process, split_global_batch, wait_for_everyone, world_size
 from posttrain.errors import ConfigError
-from posttrain.train.common import hf_args
+from posttrain.train.args import TrainArgs
 
 
 @pytest.mark.parametrize(
@@ -38,26 +38,18 @@ def test_a_global_batch_the_processes_cannot_share_is_a_config_error():
 
 
 def _args(batch: int, accumulation: int) -> dict:
-    return hf_args(
-        Path("out"),
+    args = TrainArgs(
         learning_rate=1e-4,
         batch_size=batch,
         gradient_accumulation_steps=accumulation,
-        epochs=1.0,
         max_steps=4,
         warmup_ratio=0.0,
-        weight_decay=0.0,
         scheduler="constant",
-        max_grad_norm=1.0,
         seed=0,
         save_steps=10,
         save_total_limit=1,
-        logging_steps=1,
-        report_to="none",
-        gradient_checkpointing=False,
-        bf16=False,
-        use_cpu=True,
     )
+    return args.hf_kwargs(Path("out"), bf16=False, use_cpu=True)
 
 
 def test_trainer_arguments_split_the_configured_batch_over_the_launch(monkeypatch):

@@ -26,8 +26,9 @@ from posttrain.executors import (
     make_executor,
     worker_env,
 )
+from posttrain.inference import merged as merged_lora
 from posttrain.models import ResidentModel, device_settings
-from posttrain.pipelines.align import (
+from posttrain.pipelines.align_rollouts import (
     PolicySource,
     RolloutJob,
     RolloutShard,
@@ -38,12 +39,12 @@ from posttrain.pipelines.align import (
 from posttrain.pipelines.seal import InnerJob, InnerSpec, inner_scorer
 from posttrain.pipelines.tune import TrialJob, train_proposals
 from posttrain.store import Store
-from posttrain.tasks import align_metrics as am
 from posttrain.tasks import knowledge
-from posttrain.tasks.domains import KnowledgeDomain, Score
 from posttrain.tasks.instructions import load_sft_dataset, sample_path
-from posttrain.train.hparams import make_train_and_eval
-from posttrain.train.sft import SFTHParams
+from posttrain.tasks.seal import KnowledgeDomain, Score
+from posttrain.tasks.tool_use import tool_use_first_turns
+from posttrain.train.args import SFTArgs
+from posttrain.train.trials import make_train_and_eval
 from tests.conftest import run_cli
 
 ray = pytest.importorskip("ray", reason="executor tests need Ray: pip install posttrain[ray]")
@@ -232,9 +233,7 @@ class PassageLossDomain(KnowledgeDomain):
 def test_seal_inner_updates_score_the_same_through_ray_and_locally(ray_cluster, store) -> None:
     domain = PassageLossDomain(dataset_name="fictional", max_samples=3, n_eval=1)
     contexts = domain.load_data(0)[:2]
-    hp = SFTHParams(
-        learning_rate=5e-3, epochs=2, batch_size=1, max_length=96, packing=False, warmup_ratio=0.0
-    )
+    hp = SFTArgs(learning_rate=5e-3, epochs=2, batch_size=1, max_length=96, packing=False, warmup_ratio=0.0)
     spec = InnerSpec("tiny-random", "cpu", "float32", 8, 16, 0.0, hp, adapter_seed=11)
     inner = spec.build(ResidentModel("tiny-random", CPU))
     jobs = []
@@ -265,13 +264,13 @@ def test_rollout_shards_match_through_ray_and_locally(ray_cluster, store, tmp_pa
             if "lora_B" in name:  # a policy that differs from the base
                 param.normal_(0.0, 0.05)
     model.save_pretrained(str(tmp_path / "sft_adapter"))
-    rows = am.tool_use_first_turns("train", 1, 4, compact=True)
+    rows = tool_use_first_turns("train", 1, 4, compact=True)
     prompts = [{"id": r["id"], "prompt": r["prompt"], "gold_answer": r["gold_answer"]} for r in rows]
     job = RolloutJob("tool_use", k=2, temperature=1.0, top_p=1.0, max_steps=2, max_new_tokens=8, batch_size=4)
     shards = [RolloutShard(prompts[:2], 1), RolloutShard(prompts[2:], 2)]
 
     resident.load_adapter(tmp_path / "sft_adapter", trainable=False)
-    with am.merged(resident.model) as merged:
+    with merged_lora(resident.model) as merged:
         local = run_rollouts(
             LocalExecutor(), functools.partial(rollout_shard, merged, resident.tokenizer, job), shards
         )

@@ -140,15 +140,20 @@ def test_fsdp_on_cpu_is_refused_rather_than_silently_ddp():
 
 
 def test_every_global_batch_of_an_rlhf_run_is_checked_before_launch():
-    cfg = RLHFConfig(run_sft=True, run_rlhf=True, sft_batch_size=4, rl_batch_size=3, num_generations=2)
+    cfg = RLHFConfig.model_validate(
+        {
+            "sft": {"enabled": True, "batch_size": 4},
+            "rl": {"enabled": True, "batch_size": 3, "num_generations": 2},
+        }
+    )
     target = launch_target(cfg)
     assert target.batches == {
-        "sft_batch_size": (4, 1),
+        "sft.batch_size": (4, 1),
         "reward_model.batch_size": (4, 1),
-        "rl_batch_size x num_generations": (6, 1),
+        "rl.batch_size x rl.num_generations": (6, 1),
     }
     check_batches(target, 2)
-    with pytest.raises(ConfigError, match=r"^sft_batch_size: the global batch .* over 3 processes"):
+    with pytest.raises(ConfigError, match=r"^sft.batch_size: the global batch .* over 3 processes"):
         check_batches(target, 3)
     sft = launch_target(SFTConfig.model_validate({"model": {"name": "tiny-random"}}))
     assert sft.model == "tiny-random" and sft.batches == {"train.batch_size": (4, 1)}
@@ -173,7 +178,7 @@ def test_each_rank_runs_the_same_command_without_the_launcher_flags(monkeypatch)
     monkeypatch.setattr(posttrain.launch, "relaunch", lambda plan, argv, target: launched.append(argv) or 0)
     common = ["--launcher", "accelerate", "--num-processes", "2"]
     sft = ["sft", "--preset", "test", "--set", "train.seed=1", "--set", "lora.r=4", "--name", "x", "--resume"]
-    rlhf = ["rlhf", "--preset", "rlhf_test", "--run_sft", "--sft_epochs", "2", "--set", "lora.r=4"]
+    rlhf = ["rlhf", "--preset", "rlhf_test", "--set", "lora.r=4", "--run-sft", "--sft_epochs", "2"]
     for argv in (sft, rlhf):
         result = CliRunner().invoke(app, [argv[0], *common, *argv[1:]])
         assert result.exit_code == 0, result.output

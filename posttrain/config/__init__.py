@@ -5,39 +5,56 @@ a default and a description. The CLI validates here and hands plain values down;
 the pipelines sees a config object. This package imports nothing of posttrain but errors.
 """
 
+from posttrain.config.aliases import flags_to_overrides, rename_aliases, rename_overrides
 from posttrain.config.align import (
     AlignConfig,
     AlignDataSettings,
     AlignDPOSettings,
+    AlignDPOTrainSettings,
     AlignEvalSettings,
     AlignPairSettings,
     AlignRolloutSettings,
 )
 from posttrain.config.constants import DEFAULT_MODEL, LORA_TARGETS
-from posttrain.config.finetune import DPOConfig, DPOSettings, SFTConfig
+from posttrain.config.finetune import DPOConfig, DPOSettings, DPOTrainSettings, SFTConfig
 from posttrain.config.loading import (
     config_reference,
     dump_config,
     load_config,
     parse_override,
     preset_names,
+    resumed_config,
 )
 from posttrain.config.quickstart import QuickstartConfig
-from posttrain.config.rlhf import RLHF_ALIASES, RewardModelSettings, RLHFConfig, parse_rlhf_flags
+from posttrain.config.rlhf import (
+    RLHF_ALIASES,
+    ADLFSettings,
+    RewardModelSettings,
+    RLHFConfig,
+    RLHFDataSettings,
+    RLHFEvalSettings,
+    RLHFSFTSettings,
+    RLHFTrainSettings,
+    RLSettings,
+)
 from posttrain.config.seal import (
+    SEAL_ALIASES,
     SEALConfig,
     SEALEvalSettings,
     SEALGenerationSettings,
     SEALInnerSettings,
     SEALReSTEMSettings,
     SEALRewardSettings,
+    seal_preset,
 )
 from posttrain.config.search_space import SearchSpace
 from posttrain.config.sections import (
     DataSettings,
+    DataSplitSettings,
     ExecutorSettings,
     LoraSettings,
     ModelSettings,
+    OptimSettings,
     RunSettings,
     TrainSettings,
 )
@@ -47,19 +64,30 @@ __all__ = [
     "DEFAULT_MODEL",
     "LORA_TARGETS",
     "RLHF_ALIASES",
+    "SEAL_ALIASES",
+    "ADLFSettings",
+    "RLHFDataSettings",
+    "RLHFEvalSettings",
+    "RLHFSFTSettings",
+    "RLHFTrainSettings",
+    "RLSettings",
     "AgentSettings",
     "AlignConfig",
     "AlignDPOSettings",
+    "AlignDPOTrainSettings",
     "AlignDataSettings",
     "AlignEvalSettings",
     "AlignPairSettings",
     "AlignRolloutSettings",
     "DPOConfig",
     "DPOSettings",
+    "DPOTrainSettings",
     "DataSettings",
+    "DataSplitSettings",
     "ExecutorSettings",
     "LoraSettings",
     "ModelSettings",
+    "OptimSettings",
     "QuickstartConfig",
     "RLHFConfig",
     "RewardModelSettings",
@@ -80,6 +108,10 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_override",
-    "parse_rlhf_flags",
+    "flags_to_overrides",
+    "rename_aliases",
+    "rename_overrides",
+    "seal_preset",
     "preset_names",
+    "resumed_config",
 ]

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from posttrain.config.finetune import DPOTrainSettings
 from posttrain.config.sections import (
     ExecutorSettings,
     LoraSettings,
@@ -68,11 +69,17 @@ class AlignPairSettings(Strict):
     min_margin: float = Field(0.2, ge=0.0, description="Reward gap a pair needs to count as clearly ranked.")
 
 
+class AlignDPOTrainSettings(DPOTrainSettings):
+    """Align's DPO stage: DPO's defaults, stopped after 40 steps rather than an epoch of pairs."""
+
+    max_steps: int = Field(40, description="Stop after this many optimizer steps (-1 = use epochs).")
+
+
 class AlignDPOSettings(Strict):
     beta: float = Field(0.1, gt=0.0, description="DPO temperature: higher stays closer to the SFT model.")
     loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid, ipo, hinge, ...).")
-    train: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(learning_rate=5e-5, packing=False, max_steps=40),
+    train: AlignDPOTrainSettings = Field(
+        default_factory=AlignDPOTrainSettings,
         description="Optimisation of the DPO stage (the SFT adapter is its starting point and reference).",
     )
 
@@ -100,9 +107,7 @@ class AlignConfig(Strict):
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter shape (SFT and DPO).")
     data: AlignDataSettings = Field(default_factory=AlignDataSettings, description="Training data.")
-    sft: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(max_steps=-1), description="Optimisation of the SFT stage."
-    )
+    sft: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation of the SFT stage.")
     rollouts: AlignRolloutSettings = Field(
         default_factory=AlignRolloutSettings, description="Trajectories of the SFT model."
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from posttrain.config.sections import (
     DataSettings,
     LoraSettings,
     ModelSettings,
+    OptimSettings,
     RunSettings,
     Strict,
     TrainSettings,
@@ -24,6 +25,25 @@ class SFTConfig(Strict):
     data: DataSettings = Field(default_factory=DataSettings, description="Training data and split.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation.")
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
+
+
+class DPOTrainSettings(OptimSettings):
+    """DPO starts from a model that already follows instructions, so its step is a quarter of SFT's."""
+
+    learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
+    packing: bool = Field(
+        False,
+        description="Always false: TRL 1.16 disabled DPO's padding_free, so pairs are padded.",
+    )
+
+    @field_validator("packing")
+    @classmethod
+    def _no_packing(cls, value: bool) -> bool:
+        # The key exists so `train.packing` means the same in every recipe; accepting true and
+        # padding anyway would silently ignore it.
+        if value:
+            raise ValueError("DPO cannot pack pairs with TRL 1.16 (its padding_free is disabled); use false")
+        return value
 
 
 class DPOSettings(Strict):
@@ -44,9 +64,6 @@ class DPOConfig(Strict):
         default_factory=LoraSettings, description="LoRA adapter shape (ignored with adapter)."
     )
     data: DataSettings = Field(default_factory=DataSettings, description="Preference data and split.")
-    train: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(learning_rate=5e-5, packing=False),
-        description="Optimisation.",
-    )
+    train: DPOTrainSettings = Field(default_factory=DPOTrainSettings, description="Optimisation.")
     dpo: DPOSettings = Field(default_factory=DPOSettings, description="DPO objective.")
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")

@@ -133,6 +133,20 @@ def load_config(
         raise _explain(err, cls, " + ".join(sources) or "config") from None
 
 
+def resumed_config(cfg: C, run_dir: str | Path | None) -> C:
+    """The config a resumed run continues with: the run's own config.yaml wins over `cfg`, so the
+    continued run is the same run.
+
+    `run_dir` is the directory being resumed; None (not resuming) or one without config.yaml
+    (killed before writing it) gives `cfg` back. The saved file goes through `load_config`, so
+    its errors name the file and the key.
+    """
+    if run_dir is None:
+        return cfg
+    saved = Path(run_dir) / "config.yaml"
+    return load_config(type(cfg), path=saved) if saved.exists() else cfg
+
+
 def dump_config(cfg: BaseModel, path: Path) -> None:
     """Write the fully resolved config, so any run can be repeated from its own directory."""
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

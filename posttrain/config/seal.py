@@ -1,16 +1,41 @@
-"""`posttrain seal` config (seed 001)."""
+"""`posttrain seal` config (seed 001): the shared sections plus the inner update and ReST-EM.
+
+`inner` is the update that applies one self-edit (its learning_rate and lora, the paper's
+r=32, alpha=64, lr 1e-3); `restem` is the generator's M-step with its own. Seed 001's flat
+names (`model_name`, `learning_rate`, `lora_r`, `restem.lora_r`, ...) are aliases in SEAL_ALIASES.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from posttrain.config.constants import DEFAULT_MODEL
-from posttrain.config.sections import ExecutorSettings, RunSettings, Strict
+from posttrain.config.aliases import Alias, rename_aliases
+from posttrain.config.constants import LORA_TARGETS
+from posttrain.config.sections import ExecutorSettings, LoraSettings, ModelSettings, RunSettings, Strict
+
+
+class SEALInnerLora(LoraSettings):
+    r: int = Field(32, ge=1, le=1024, description="Inner LoRA rank.")
+    alpha: int = Field(64, ge=1, description="Inner LoRA alpha.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Inner LoRA dropout.")
+
+
+class SEALGeneratorLora(Strict):
+    """The generator adapter trains without dropout, so there is no dropout key."""
+
+    r: int = Field(16, ge=1, le=1024, description="Generator LoRA rank.")
+    alpha: int = Field(32, ge=1, description="Generator LoRA alpha.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), description="Modules the generator adapts."
+    )
 
 
 class SEALInnerSettings(Strict):
+    learning_rate: float = Field(
+        1e-3, gt=0.0, description="Inner update learning rate (ARC self-edits set their own)."
+    )
     epochs: float = Field(
         10.0, gt=0.0, description="Passes over a self-edit's rows per inner update (paper: 10)."
     )
@@ -27,6 +52,7 @@ class SEALInnerSettings(Strict):
     max_length: int = Field(
         512, ge=16, description="Tokens per inner training row (longer ones are truncated)."
     )
+    lora: SEALInnerLora = Field(default_factory=SEALInnerLora, description="LoRA of the inner update.")
 
 
 class SEALGenerationSettings(Strict):
@@ -51,9 +77,10 @@ class SEALReSTEMSettings(Strict):
     learning_rate: float = Field(3e-4, gt=0.0, description="M-step learning rate (generator LoRA).")
     epochs: float = Field(2.0, gt=0.0, description="M-step passes over the kept self-edits.")
     batch_size: int = Field(4, ge=1, description="M-step examples per step.")
-    lora_r: int = Field(16, ge=1, description="Generator LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="Generator LoRA alpha.")
     max_length: int = Field(1024, ge=16, description="Tokens per M-step row (prompt + self-edit).")
+    lora: SEALGeneratorLora = Field(
+        default_factory=SEALGeneratorLora, description="LoRA of the self-edit generator."
+    )
 
 
 class SEALRewardSettings(Strict):
@@ -75,30 +102,36 @@ class SEALEvalSettings(Strict):
     reference_rows: bool = Field(True, description="Domain reference rows (passage_only, ARC oracle).")
 
 
+PRESET_ALIASES = {"test": "seal_test"}  # `test.yaml` is the SFT smoke preset
+
+
+def seal_preset(name: str | None) -> str | None:
+    """`--preset test` means the SEAL smoke preset `seal_test` here."""
+    return PRESET_ALIASES.get(name, name) if name else name
+
+
+# Seed 001's flat spellings -> today's key paths.
+SEAL_ALIASES: dict[str, Alias] = {
+    "model_name": "model.name",
+    "device": "model.device",
+    "dtype": "model.dtype",
+    "learning_rate": "inner.learning_rate",
+    "lora_r": "inner.lora.r",
+    "lora_alpha": "inner.lora.alpha",
+    "lora_dropout": "inner.lora.dropout",
+    "restem.lora_r": "restem.lora.r",
+    "restem.lora_alpha": "restem.lora.alpha",
+}
+
+
 class SEALConfig(Strict):
-    """`posttrain seal`: SEAL self-edits (seed 001) with a ReST-EM outer loop.
+    """`posttrain seal`: SEAL self-edits (seed 001) with a ReST-EM outer loop."""
 
-    Top-level learning_rate and lora_* describe the inner update that applies one self-edit
-    (the paper's LoRA r=32, alpha=64, lr 1e-3); the generator's M-step has its own in `restem`.
-    """
-
-    model_name: str = Field(
-        DEFAULT_MODEL, description="Model spec: smollm2-135m, tiny-random, a hub id or dir."
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bf16 on CUDA that supports it, fp32 elsewhere."
-    )
+    model: ModelSettings = Field(default_factory=ModelSettings, description="Base model and placement.")
     max_outer_iterations: int = Field(2, ge=0, description="ReST-EM rounds (E-step + M-step each).")
     samples_per_iteration: int = Field(
         5, ge=1, description="Self-edits sampled per context per round (paper: 5)."
     )
-    learning_rate: float = Field(
-        1e-3, gt=0.0, description="Inner update learning rate (ARC self-edits set their own)."
-    )
-    lora_r: int = Field(32, ge=1, description="Inner LoRA rank.")
-    lora_alpha: int = Field(64, ge=1, description="Inner LoRA alpha.")
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Inner LoRA dropout.")
     domain: str = Field(
         "knowledge_incorporation",
         description="knowledge_incorporation, few_shot_learning (ARC), or 'pkg.module:Class' (a BaseDomain).",
@@ -125,3 +158,8 @@ class SEALConfig(Strict):
         default_factory=ExecutorSettings, description="Where the E-step's inner updates run."
     )
     run: RunSettings = Field(default_factory=RunSettings, description="Run directory and store.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spellings(cls, data: Any) -> Any:
+        return rename_aliases(data, SEAL_ALIASES)

@@ -115,6 +115,20 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_unset_parts(cls, data: Any) -> Any:
+        """A partial entry (`--set search_space.lr.high=1e-3`) keeps the other parts of the default
+        range; without this pydantic would demand low, high and default all over again."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, Mapping) and isinstance(field.default, BaseModel):
+                out[name] = {**field.default.model_dump(), **value}
+        return out
+
     lr: FloatRange = Field(
         default=FloatRange(low=1e-5, high=5e-4, log=True, default=2e-4), description="Learning rate."
     )

@@ -1,8 +1,10 @@
 """The parts every recipe config is built from: model, LoRA, data, training, run, executor.
 
-A recipe that needs other defaults subclasses a section (see `DPOTrainSettings`) instead of
-passing a `default_factory`, so a `--set train.max_steps=10` merges into the recipe's own
-defaults rather than rebuilding the section from the base class's.
+A recipe that needs other defaults subclasses a section (see `DPOTrainSettings` in
+`finetune.py`) and names the subclass as the field's type, never a `default_factory` lambda:
+pydantic builds a section from its type's defaults plus the given keys, so with a lambda a
+`--set train.max_steps=10` rebuilt the section from the base class's defaults and silently
+reset every sibling the lambda had changed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class LoraSettings(Strict):
     )
 
 
-class DataSettings(Strict):
+class DataSplitSettings(Strict):
+    """Where the rows come from and how they split; recipes whose trials set their own length use this."""
+
     path: str | None = Field(
         None, description="JSONL/JSON/CSV file or saved HF dataset; None = bundled sample."
     )
@@ -56,7 +60,6 @@ class DataSettings(Strict):
     seed: int = Field(0, description="Seed of the train/validation split.")
     max_train: int = Field(10_000, ge=1, description="Cap on training rows (after shuffling).")
     max_val: int = Field(2_000, ge=1, description="Cap on validation rows (after shuffling).")
-    max_length: int = Field(512, ge=16, description="Tokens per example; longer ones are truncated.")
 
     def split_args(self) -> dict[str, Any]:
         """The data loaders' split keywords, so SFT, DPO and tune split a file the same way."""
@@ -69,7 +72,13 @@ class DataSettings(Strict):
         }
 
 
-class TrainSettings(Strict):
+class DataSettings(DataSplitSettings):
+    max_length: int = Field(512, ge=16, description="Tokens per example; longer ones are truncated.")
+
+
+class OptimSettings(Strict):
+    """What every trainer's optimisation reads; trainer-specific keys live in subclasses."""
+
     learning_rate: float = Field(2e-4, gt=0.0, description="Peak learning rate.")
     batch_size: int = Field(4, ge=1, description="Examples per device per step (before packing).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
@@ -80,15 +89,20 @@ class TrainSettings(Strict):
     scheduler: str = Field("cosine", description="HF scheduler name: linear, cosine, constant, ...")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     seed: int = Field(42, description="Seed of model init, LoRA init and data order.")
-    packing: bool = Field(
-        True,
-        description="Pack examples into rows without cross-attention (padding-free); fastest on CPU and GPU.",
-    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     logging_steps: int = Field(1, ge=1, description="Log the training loss every N steps.")
     report_to: str = Field("none", description="none, tensorboard, wandb, mlflow or trackio (passed to HF).")
+
+
+class TrainSettings(OptimSettings):
+    """SFT optimisation: the shared keys plus packing (DPO pairs are never packed)."""
+
+    packing: bool = Field(
+        True,
+        description="Pack examples into rows without cross-attention (padding-free); fastest on CPU and GPU.",
+    )
 
 
 class RunSettings(Strict):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from posttrain.config.search_space import SearchSpace
 from posttrain.config.sections import (
-    DataSettings,
+    DataSplitSettings,
     ExecutorSettings,
     ModelSettings,
     RunSettings,
@@ -74,7 +74,10 @@ class TuneConfig(Strict):
     """`posttrain tune`: LoRA fine-tuning driven by an agent team in episodes (seed 000)."""
 
     model: ModelSettings = Field(default_factory=ModelSettings, description="Base model, held resident.")
-    data: DataSettings = Field(default_factory=DataSettings, description="Training data and split.")
+    data: DataSplitSettings = Field(
+        default_factory=DataSplitSettings,
+        description="Training data and split (each trial's row length is trial.max_length).",
+    )
     search_space: SearchSpace = Field(
         default_factory=SearchSpace, description="Hyperparameter ranges (seed 000's)."
     )

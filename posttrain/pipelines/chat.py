@@ -140,9 +140,9 @@ def _tool_chat(
 ) -> None:
     import tempfile
 
-    from posttrain.agents.toolcall import run_react
-    from posttrain.tasks.align_metrics import generator, tool_use_system_prompt
-    from posttrain.tasks.tool_use import build_registry
+    from posttrain.inference import generator
+    from posttrain.tasks.tool_use import build_registry, tool_use_system_prompt
+    from posttrain.toolcall import run_react
 
     generate = generator(llm, tok, max_new_tokens, batch_size=1)
     start = [{"role": "system", "content": system or tool_use_system_prompt("heldout", compact)}]

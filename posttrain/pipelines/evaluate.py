@@ -1,6 +1,6 @@
 """`posttrain eval`: held-out metrics of one model (a base, or a base plus an adapter) on an align task.
 
-The same runners as `posttrain align`'s last stage (`tasks.align_metrics`), on data drawn from
+The same runners as `posttrain align`'s last stage (`tasks.align`), on data drawn from
 `seed` (1000 by default, the seed `align` holds out too), so numbers are comparable with an align
 run's table. Every figure comes with n and a bootstrap 95% CI; tool_use reports the
 in-distribution split and the held-out-tools split separately.
@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import PosttrainError
+from posttrain.inference import generator
 from posttrain.models import DEFAULT_MODEL, load_for_inference
-from posttrain.tasks import align_metrics as am
+from posttrain.report import eval_tables
+from posttrain.rundir import adapter_meta
 from posttrain.tasks import meetings as mt
+from posttrain.tasks.align import align_task
+from posttrain.tasks.metrics import Figure, flat
 
 SPLITS = {"tool_use": ("indist", "heldout"), "meetings": ("heldout",)}
 MAJORITY_SAMPLE = 1000  # training-distribution scenarios whose majority class is the baseline
@@ -52,27 +56,27 @@ def run_eval(
         )
     if n < 1:
         raise PosttrainError(f"--n must be at least 1, got {n}")
-    meta = _adapter_meta(adapter)
+    meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     compact = compact_prompt if compact_prompt is not None else bool(meta.get("compact_prompt", True))
 
-    data = am.eval_data(task, seed, n, compact)
+    align = align_task(task)
+    data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    system = am.meetings_system_prompt(compact) if task == "meetings" else ""
     llm, tok = load_for_inference(spec, adapter)
-    generate = am.generator(llm, tok, max_new_tokens, batch_size)
-    figures, records = am.evaluate_on_task(generate, task, data, system, max_steps)
+    generate = generator(llm, tok, max_new_tokens, batch_size)
+    figures, records = align.evaluate(generate, data, max_steps, compact)
 
     name = "adapter" if adapter else "base"
     results: dict[str, Any] = {
         "splits": {s: {name: {k: f.as_dict() for k, f in figs.items()}} for s, figs in figures.items()},
         "references": {},
     }
-    refs: dict[str, am.Figure] = {}
+    refs: dict[str, Figure] = {}
     if task == "meetings":
         train = [s.outcome for s in mt.generate_scenarios(MAJORITY_SAMPLE, data_seed)]
-        refs = am.meetings_references(train, data["heldout"])
+        refs = align.references(train, data)
         results["references"] = {k: f.as_dict() for k, f in refs.items()}
     out: dict[str, Any] = {
         "task": task,
@@ -80,18 +84,11 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
-        "splits": {s: am.flat(figs, n=len(data[s])) for s, figs in figures.items()},
-        "references": am.flat(refs),
-        "table": am.eval_tables(results, task),
+        "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
+        "references": flat(refs),
+        "table": eval_tables(results, align.split_titles),
     }
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({**out, "records": records}, indent=2, default=str))
     return out
-
-
-def _adapter_meta(adapter: Path | None) -> dict[str, Any]:
-    if adapter is None:
-        return {}
-    meta = Path(adapter) / "posttrain.json"
-    return json.loads(meta.read_text()) if meta.exists() else {}

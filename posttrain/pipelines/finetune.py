@@ -11,90 +11,39 @@ directory, the store row and the report (see posttrain.distributed).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from posttrain.config import DPOConfig, SFTConfig, dump_config
-from posttrain.distributed import is_main_process, wait_for_everyone, world_size
+from posttrain.config import DPOConfig, SFTConfig
+from posttrain.distributed import world_size
 from posttrain.inference import generate_batch
-from posttrain.models import ResidentModel, device_settings
+from posttrain.pipelines._run import Report, Run, open_run, resumed
 from posttrain.report import write_training_report
-from posttrain.rundir import (  # noqa: F401  (re-exported for older imports)
-    ADAPTER_META,
-    RunDir,
-    adapter_base_model,
-    default_run_name,
-    open_run_store,
-    open_store,
-    resumed_config,
-    save_adapter,
-    tracked_run,
-)
-from posttrain.store import Store
+from posttrain.rundir import save_adapter
 from posttrain.tasks.instructions import load_preference_dataset, load_sft_dataset, sample_path
-from posttrain.train.common import TrainResult
-from posttrain.train.dpo import DPOHParams, dpo_train
-from posttrain.train.sft import SFTHParams, sft_train
-
-
-def _hparams(cls: type, train: Any, **extra: Any) -> Any:
-    fields = cls.__dataclass_fields__
-    values = {k: v for k, v in train.model_dump().items() if k in fields}
-    return cls(**values, **extra)
-
-
-def _finish(
-    store: Store | None,
-    run_id: int | None,
-    run: RunDir,
-    kind: str,
-    result: TrainResult,
-    summary: dict[str, Any],
-) -> dict[str, Any]:
-    wait_for_everyone()  # no rank still writes into the partial directory when rank 0 renames it
-    summary = {"run": run.name, "status": result.status, **summary}
-    if store is None or run_id is None:  # not rank 0 of a launch: rank 0 records the run
-        return summary
-    rows = [json.loads(x) for x in run.metrics.read_text().splitlines()] if run.metrics.exists() else []
-    if result.status == "diverged":
-        summary["error"] = result.error
-        run.write_json("summary.json", summary)
-        store.update_run(run_id, status="diverged", error=result.error, metrics=summary)
-        summary["run_dir"] = str(run.path)  # stays .partial: a diverged run is not a complete one
-        return summary
-    write_training_report(run.path, f"posttrain {kind}: {run.name}", summary, rows)
-    run.write_json("summary.json", summary)
-    final = run.finish()
-    summary["run_dir"] = str(final)
-    store.update_run(run_id, status="completed", metrics=summary, run_dir=str(final))
-    return summary
+from posttrain.train.args import DPOArgs, SFTArgs
+from posttrain.train.dpo import dpo_train
+from posttrain.train.loop import safe_perplexity
+from posttrain.train.sft import sft_train
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA SFT with loss on completions; returns the run summary (also in summary.json)."""
-    cfg = resumed_config(SFTConfig, cfg, resume)
+    cfg = resumed(cfg, resume)
     data_path = cfg.data.path or str(sample_path("alpaca"))
     train_rows, val_rows = load_sft_dataset(data_path, **cfg.data.split_args())
-    run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("sft"), resume)
-    if is_main_process():
-        dump_config(cfg, run.path / "config.yaml")
-    store = open_run_store(cfg.run.store, cfg.run.output_root)
-    with tracked_run(store, "sft", run, cfg.model_dump(mode="json"), resume) as run_id:
-        settings = device_settings(
-            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
-        )
-        resident = ResidentModel(cfg.model.name, settings)
+    with open_run("sft", cfg, resume) as run:
+        resident = run.resident
         lora = cfg.lora
         model = resident.fresh_adapter(lora.r, lora.alpha, lora.dropout, cfg.train.seed, lora.target_modules)
-        hp = _hparams(SFTHParams, cfg.train, max_length=cfg.data.max_length)
+        hp = SFTArgs.from_settings(cfg.train, max_length=cfg.data.max_length)
         result = sft_train(
             model,
             resident.tokenizer,
             train_rows,
             val_rows,
-            run.checkpoints,
+            run.dir.checkpoints,
             hp,
-            metrics_path=run.metrics,
+            metrics_path=run.dir.metrics,
             resume=resume,
         )
         if result.status == "completed":
@@ -105,7 +54,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             generation = generate_batch(model, resident.tokenizer, [sample], max_new_tokens=48)[0]
         summary = {
             "model": cfg.model.name,
-            "device": settings.describe(),
+            "device": run.settings.describe(),
             "processes": world_size(),
             "train_rows": len(train_rows),
             "val_rows": len(val_rows),
@@ -120,29 +69,27 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             "sample_prompt": sample[-1]["content"],
             "sample_generation": generation,
         }
-        return _finish(store, run_id, run, "sft", result, summary)
+        return run.finish(summary, status=result.status, error=result.error, report=_report(run, "sft"))
 
 
 def _ppl(loss: float | None) -> float | None:
-    from posttrain.train.common import safe_perplexity
-
     return None if loss is None else safe_perplexity(loss)
+
+
+def _report(run: Run, kind: str) -> Report:
+    """report.md and loss plots from the run's metrics.jsonl (called by `Run.finish`)."""
+    return lambda path, summary: write_training_report(
+        path, f"posttrain {kind}: {run.name}", summary, run.metric_rows()
+    )
 
 
 def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     """LoRA DPO on preference rows, from a fresh adapter or on top of an SFT adapter."""
-    cfg = resumed_config(DPOConfig, cfg, resume)
+    cfg = resumed(cfg, resume)
     data_path = cfg.data.path or str(sample_path("preference"))
     train_rows, val_rows = load_preference_dataset(data_path, **cfg.data.split_args())
-    run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("dpo"), resume)
-    if is_main_process():
-        dump_config(cfg, run.path / "config.yaml")
-    store = open_run_store(cfg.run.store, cfg.run.output_root)
-    with tracked_run(store, "dpo", run, cfg.model_dump(mode="json"), resume) as run_id:
-        settings = device_settings(
-            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
-        )
-        resident = ResidentModel(cfg.model.name, settings)
+    with open_run("dpo", cfg, resume) as run:
+        resident = run.resident
         if cfg.dpo.adapter:
             model = resident.load_adapter(cfg.dpo.adapter, trainable=True)
         else:
@@ -150,8 +97,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             model = resident.fresh_adapter(
                 lora.r, lora.alpha, lora.dropout, cfg.train.seed, lora.target_modules
             )
-        hp = _hparams(
-            DPOHParams,
+        hp = DPOArgs.from_settings(
             cfg.train,
             max_length=cfg.data.max_length,
             beta=cfg.dpo.beta,
@@ -162,9 +108,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             resident.tokenizer,
             train_rows,
             val_rows,
-            run.checkpoints,
+            run.dir.checkpoints,
             hp,
-            metrics_path=run.metrics,
+            metrics_path=run.dir.metrics,
             resume=resume,
         )
         if result.status == "completed":
@@ -174,7 +120,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
         ev = result.extra.get("eval", {})
         summary = {
             "model": cfg.model.name,
-            "device": settings.describe(),
+            "device": run.settings.describe(),
             "processes": world_size(),
             "reference": cfg.dpo.adapter or "base model (adapter disabled)",
             "train_pairs": len(train_rows),
@@ -187,4 +133,4 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
             "eval_reward_margin": ev.get("eval_rewards/margins"),
             "train_runtime_s": round(result.runtime_s, 2),
         }
-        return _finish(store, run_id, run, "dpo", result, summary)
+        return run.finish(summary, status=result.status, error=result.error, report=_report(run, "dpo"))

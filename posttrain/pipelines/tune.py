@@ -13,7 +13,6 @@ base. The best becomes the episode's result and all of them go into its `decisio
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 import shutil
@@ -23,40 +22,32 @@ from typing import Any
 
 from rich.console import Console
 
-from posttrain.agents.backends import AgentLog, AgentTeam, make_backend
-from posttrain.agents.roles import EpisodeSummary, merge_hparams
+from posttrain.agents.backends import AgentLog, make_backend
+from posttrain.agents.history import EpisodeSummary
+from posttrain.agents.roles import merge_hparams
+from posttrain.agents.team import AgentTeam
 from posttrain.agents.tuners import make_proposer
-from posttrain.config import TuneConfig, dump_config
-from posttrain.executors import AttemptLog, Executor, open_executor, worker_cached
+from posttrain.config import TuneConfig
+from posttrain.executors import Executor, worker_cached
 from posttrain.inference import generate_batch
 from posttrain.models import ResidentModel, device_settings
-from posttrain.report import markdown_table
-from posttrain.rundir import RunDir, default_run_name, open_store, resumed_config, tracked_run
+from posttrain.pipelines._run import Run, open_run, resumed
+from posttrain.report.tune import write_tune_report
+from posttrain.rundir import write_adapter_meta
 from posttrain.store import Store
 from posttrain.tasks.instructions import load_sft_dataset, sample_path
-from posttrain.train.hparams import load_adapter_weights, make_train_and_eval
+from posttrain.train.trials import load_adapter_weights, make_train_and_eval
 
 console = Console()
 
 
 def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     """Run up to `max_episodes` episodes; returns the summary (best loss, adapter, table)."""
-    cfg = resumed_config(TuneConfig, cfg, resume)
+    cfg = resumed(cfg, resume)
     d = cfg.data
     train_rows, val_rows = load_sft_dataset(d.path or str(sample_path("alpaca")), **d.split_args())
-    run = RunDir.start(cfg.run.output_root, cfg.run.name or default_run_name("tune"), resume)
-    dump_config(cfg, run.path / "config.yaml")
-    store = open_store(cfg.run.store, cfg.run.output_root)
-    with (
-        tracked_run(store, "tune", run, cfg.model_dump(mode="json"), resume) as run_id,
-        open_executor(
-            **cfg.executor.model_dump(), log=AttemptLog.for_store(store.connect_url, run_id)
-        ) as executor,
-    ):
-        settings = device_settings(
-            cfg.model.device, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.use_kernels
-        )
-        resident = ResidentModel(cfg.model.name, settings)
+    with open_run("tune", cfg, resume, executor=cfg.executor.model_dump()) as run:
+        store, run_id, resident = run.store, run.run_id, run.resident
         team = _agent_team(cfg, AgentLog(run.path / "agents.jsonl", store, run_id))
         proposer = make_proposer(
             cfg.agents.tuner, cfg.search_space, cfg.agents.seed, cfg.agents.tpe_startup_trials
@@ -75,7 +66,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
             use_kernels=cfg.model.use_kernels,
         )
         train_and_eval = job.train_and_eval(resident, run.path / "trials", reload_base=cfg.trial.reload_base)
-        train_many = functools.partial(train_proposals, executor, train_and_eval, job)
+        train_many = functools.partial(train_proposals, run.executor, train_and_eval, job)
         history, metrics = replay_history(store, run_id, proposer)
         for episode in range(len(history), cfg.agents.max_episodes):
             row = run_episode(
@@ -97,7 +88,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
             history.append(_summary(episode, row["hparams"], row["metrics"], row["decisions"]))
             metrics[episode] = row["metrics"]
             _print_episode(episode, row)
-        return _finish(store, run_id, run, cfg, history, metrics)
+        return _finish(run, cfg, history, metrics)
 
 
 @dataclass(frozen=True)
@@ -428,58 +419,10 @@ def _print_episode(episode: int, row: dict[str, Any]) -> None:
     )
 
 
-def episode_table(history: list[EpisodeSummary]) -> str:
-    """Markdown table: hparams, losses, SEAL delta, QA score and the agents' decisions."""
-    rows = []
-    for h in history:
-        judge = h.decisions.get("judge", {})
-        regime = h.decisions.get("reward_penalty", {}).get("reward_signal", {}).get("regime", "")
-        hp = h.hparams
-        rows.append(
-            [
-                h.episode,
-                f"{hp.get('lr', 0):.2e}",
-                hp.get("batch_size"),
-                hp.get("epochs"),
-                hp.get("lora_r"),
-                hp.get("lora_alpha"),
-                h.eval_loss,
-                h.perplexity,
-                h.seal_eval_loss,
-                h.seal_delta,
-                h.qa_score,
-                "continue" if judge.get("continue", True) else "stop",
-                regime,
-                h.decisions.get("proposed_by", ""),
-            ]
-        )
-    headers = [
-        "episode",
-        "lr",
-        "batch",
-        "epochs",
-        "r",
-        "alpha",
-        "eval_loss",
-        "ppl",
-        "seal_loss",
-        "seal_delta",
-        "qa",
-        "judge",
-        "reward regime",
-        "proposer",
-    ]
-    return markdown_table(headers, rows)
-
-
 def _finish(
-    store: Store,
-    run_id: int,
-    run: RunDir,
-    cfg: TuneConfig,
-    history: list[EpisodeSummary],
-    metrics: dict[int, dict[str, Any]],
+    run: Run, cfg: TuneConfig, history: list[EpisodeSummary], metrics: dict[int, dict[str, Any]]
 ) -> dict[str, Any]:
+    """Keep the adapter with the lowest finite eval loss (TRAIN or SEAL) as the run's adapter."""
     candidates = []
     for episode, m in metrics.items():
         for loss_key, dir_key in (("eval_loss", "adapter_dir"), ("seal_eval_loss", "seal_adapter_dir")):
@@ -487,8 +430,6 @@ def _finish(
             if loss is not None and where and Path(where).exists():
                 candidates.append((loss, where, episode, loss_key))
     summary: dict[str, Any] = {
-        "run": run.name,
-        "status": "completed",
         "tuner": cfg.agents.tuner,
         "backend": cfg.agents.backend,
         "episodes": len(history),
@@ -496,53 +437,11 @@ def _finish(
     if candidates:
         loss, where, episode, kind = min(candidates)
         shutil.copytree(where, run.path / "adapter", dirs_exist_ok=True)
-        save_adapter_meta(run.path / "adapter", cfg.model.name, episode, kind)
+        write_adapter_meta(
+            run.path / "adapter", cfg.model.name, {"kind": "tune", "episode": episode, "stage": kind}
+        )
         stage = "seal" if kind.startswith("seal") else "train"
         summary.update(best_eval_loss=loss, best_episode=episode, best_stage=stage)
-    _write_report(run, history, summary)
     shutil.rmtree(run.path / "trials", ignore_errors=True)
-    run.write_json("summary.json", summary)
-    final = run.finish()
-    summary["run_dir"] = str(final)
-    store.update_run(run_id, status="completed", metrics=summary, run_dir=str(final))
-    return summary
-
-
-def save_adapter_meta(adapter: Path, model_spec: str, episode: int, kind: str) -> None:
-    (adapter / "posttrain.json").write_text(
-        json.dumps({"base_model": model_spec, "kind": "tune", "episode": episode, "stage": kind}, indent=2)
-        + "\n"
-    )
-
-
-def _write_report(run: RunDir, history: list[EpisodeSummary], summary: dict[str, Any]) -> None:
-    plots = run.path / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    _plot_losses(history, plots / "episodes.png")
-    text = [
-        f"# posttrain tune: {run.name}\n",
-        markdown_table(["key", "value"], list(summary.items())),
-        "\n## Episodes\n",
-        episode_table(history),
-        "\n![eval loss per episode, TRAIN vs SEAL](plots/episodes.png)\n",
-    ]
-    (run.path / "report.md").write_text("\n".join(text))
-
-
-def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    eps = [h.episode for h in history]
-    ax.plot(eps, [h.loss if h.loss is not None else float("nan") for h in history], "o-", label="TRAIN")
-    seal = [_finite(h.seal_eval_loss) for h in history]
-    if any(s is not None for s in seal):
-        ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s--", label="SEAL")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("eval loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
+    title = f"posttrain tune: {run.name}"
+    return run.finish(summary, report=lambda path, s: write_tune_report(path, title, history, s))

@@ -1,5 +1,6 @@
-"""Small answer metrics shared by the tasks: SQuAD-style exact match and token F1, and a
-bootstrap confidence interval for a mean.
+"""Small answer metrics shared by the tasks: SQuAD-style exact match and token F1, a
+bootstrap confidence interval for a mean, and `Figure`, the mean-with-n-and-CI every align
+number is reported as.
 
 Normalisation follows the official SQuAD evaluation script (lowercase, drop punctuation,
 drop the articles a/an/the, collapse whitespace), so numbers here are comparable with
@@ -12,6 +13,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,3 +97,47 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     lo, hi = np.quantile(means, [tail, 1 - tail])
     return float(lo), float(hi)
+
+
+N_BOOT = 1000
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported number: the mean of per-example values, their count and a 95% bootstrap CI.
+
+    `value` and `ci` are None when `n` is 0 (nothing to measure, e.g. no tool calls at all).
+    """
+
+    value: float | None
+    n: int
+    ci: tuple[float, float] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "n": self.n, "ci": list(self.ci) if self.ci else None}
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"- (n={self.n})"
+        return f"{self.value:.3f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}] n={self.n}"  # type: ignore[index]
+
+
+def figure(values: Sequence[float | bool], seed: int = 0) -> Figure:
+    """Mean, n and percentile-bootstrap 95% CI (1000 resamples, seeded) of `values`."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return Figure(None, 0, None)
+    lo, hi = bootstrap_ci(xs, n_boot=N_BOOT, seed=seed)
+    return Figure(sum(xs) / len(xs), len(xs), (round(lo, 4), round(hi, 4)))
+
+
+def flat(figures: dict[str, Figure], n: int | None = None) -> dict[str, Any]:
+    """`{name: value, name_ci: [lo, hi], name_n: n}` per figure, plus `n` (bench JSON format)."""
+    out: dict[str, Any] = {}
+    for name, fig in figures.items():
+        out[name] = None if fig.value is None else round(fig.value, 4)
+        out[f"{name}_ci"] = list(fig.ci) if fig.ci else None
+        out[f"{name}_n"] = fig.n
+    if n is not None:
+        out["n"] = n
+    return out

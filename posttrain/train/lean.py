@@ -4,7 +4,7 @@ Building an HF/TRL Trainer costs a dataset round trip (Arrow map/filter/shuffle)
 preparation and callback plumbing on every call; SEAL applies hundreds of self-edits of a
 few dozen short sequences each, so that overhead is paid per self-edit. This loop does the
 same optimisation in plain PyTorch and is held to the Trainer's numbers: on the same rows,
-seed and `SFTHParams`, its per-step losses equal `sft_train`'s within float noise
+seed and `SFTArgs`, its per-step losses equal `sft_train`'s within float noise
 (tests/train/test_lean.py). What it copies from the Trainer path, step by step:
 
 - tokenization as TRL's SFTTrainer does it: `{"text"}` rows get EOS appended, prompt/completion
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from posttrain.train.common import TrainResult
-from posttrain.train.sft import SFTHParams
+from posttrain.train.args import SFTArgs
+from posttrain.train.loop import TrainResult
 
 
 @dataclass
@@ -146,7 +146,7 @@ def summed_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def _optimizer(params: list[torch.nn.Parameter], hp: SFTHParams) -> torch.optim.Optimizer:
+def _optimizer(params: list[torch.nn.Parameter], hp: SFTArgs) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {"lr": hp.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8}
     # HF's default is the fused kernel; on CPU it took 5x the time of foreach on LoRA-sized
     # tensors (9 ms vs 2 ms a step, 28 tensors), and the two agree to float rounding.
@@ -160,7 +160,7 @@ def _epoch_order(n: int, data_seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def lean_train(model: Any, tokenizer: Any, rows: Sequence[dict], hp: SFTHParams) -> TrainResult:
+def lean_train(model: Any, tokenizer: Any, rows: Sequence[dict], hp: SFTArgs) -> TrainResult:
     """Train the active LoRA adapter of `model` in place on `rows`; returns per-step losses.
 
     Only parameters with `requires_grad` train (PEFT marks the active adapter's). `hp.packing`
@@ -171,7 +171,7 @@ def lean_train(model: Any, tokenizer: Any, rows: Sequence[dict], hp: SFTHParams)
     from transformers import get_scheduler, set_seed
 
     if hp.packing:
-        raise ValueError("lean_train does not pack: set SFTHParams(packing=False)")
+        raise ValueError("lean_train does not pack: set SFTArgs(packing=False)")
     set_seed(hp.seed)
     device = next(model.parameters()).device
     examples = prepare_examples(tokenizer, rows, hp.max_length, hp.seed)

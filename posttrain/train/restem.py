@@ -16,7 +16,7 @@ updates always start from the plain base, never from the generator's weights: th
 of a self-edit then measures the self-edit alone, stays comparable across rounds, and the
 results table compares generators on one fixed downstream update, as the paper's does.
 
-Rewards are pluggable: `BaseRewardModel.compute_reward(before, after, task) -> float`.
+Rewards are the domain's (posttrain.tasks.seal.rewards): this module only sees their values.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ import torch
 
 from posttrain.inference import generate_batch
 from posttrain.models import LORA_TARGETS, ResidentModel, lora_config, lora_state
-from posttrain.train.common import TrainResult
+from posttrain.train.args import SFTArgs
 from posttrain.train.lean import lean_train
-from posttrain.train.sft import SFTHParams, sft_train
+from posttrain.train.loop import TrainResult
+from posttrain.train.sft import sft_train
 
 GENERATOR = "generator"  # PEFT name of the generator adapter; the inner adapter is PEFT's "default"
 
@@ -45,67 +46,6 @@ def derive_seed(master: int, *parts: Any) -> int:
     """A stable 31-bit seed for one named piece of a run (same inputs, same seed, any machine)."""
     digest = hashlib.blake2b(repr((master, *parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % (2**31 - 1)
-
-
-# ---------------------------------------------------------------- rewards
-
-
-class BaseRewardModel:
-    """Turns a score before and after a self-edit's update into a reward (higher is better).
-
-    `before` and `after` are the domain's scalar scores (knowledge: mean F1 of the passage's
-    questions; ARC: 1.0 if the test grid is solved). `task` is the item they were measured on,
-    for rewards that depend on it.
-    """
-
-    name = "base"
-
-    def compute_reward(self, before: float, after: float, task: Any) -> float:
-        raise NotImplementedError
-
-
-class BinaryReward(BaseRewardModel):
-    """1.0 when the update improves the score by more than `margin`, else 0.0 (SEAL's r)."""
-
-    name = "binary"
-
-    def __init__(self, margin: float = 0.0) -> None:
-        self.margin = margin
-
-    def compute_reward(self, before: float, after: float, task: Any) -> float:
-        return 1.0 if after - before > self.margin else 0.0
-
-
-class ContinuousReward(BaseRewardModel):
-    """The improvement itself, after - before (negative when the update hurts)."""
-
-    name = "continuous"
-
-    def compute_reward(self, before: float, after: float, task: Any) -> float:
-        return after - before
-
-
-class SuccessReward(BaseRewardModel):
-    """1.0 when the score after the update reaches `at`, whatever it was before (ARC: solved)."""
-
-    name = "success"
-
-    def __init__(self, at: float = 1.0) -> None:
-        self.at = at
-
-    def compute_reward(self, before: float, after: float, task: Any) -> float:
-        return 1.0 if after >= self.at else 0.0
-
-
-def make_reward_model(kind: str, margin: float = 0.0, success_at: float = 1.0) -> BaseRewardModel:
-    """binary | continuous | success."""
-    if kind == "binary":
-        return BinaryReward(margin)
-    if kind == "continuous":
-        return ContinuousReward()
-    if kind == "success":
-        return SuccessReward(success_at)
-    raise ValueError(f"unknown reward kind {kind!r} (expected binary, continuous or success)")
 
 
 # ---------------------------------------------------------------- inner loop
@@ -125,7 +65,7 @@ class InnerLoop:
         r: int,
         alpha: int,
         dropout: float,
-        hp: SFTHParams,
+        hp: SFTArgs,
         adapter_seed: int,
         targets: list[str] | None = None,
     ) -> None:
@@ -244,7 +184,7 @@ class GeneratorAdapter:
         with active_adapter(self.model, GENERATOR):
             return generate_batch(self.model, self.tokenizer, chunk, **kwargs)
 
-    def m_step(self, rows: list[dict], out_dir: Path, hp: SFTHParams, restart: bool) -> TrainResult:
+    def m_step(self, rows: list[dict], out_dir: Path, hp: SFTArgs, restart: bool) -> TrainResult:
         """SFT of the generator on prompt/completion rows of kept self-edits (TRL SFTTrainer path)."""
         if restart:
             self.restart()

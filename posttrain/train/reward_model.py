@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +33,10 @@ from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
 from posttrain.distributed import is_main_process, wait_for_everyone
-from posttrain.errors import CheckpointError, DivergedError
+from posttrain.errors import CheckpointError
 from posttrain.models import LORA_TARGETS, DeviceSettings, device_settings, resolve
-from posttrain.train.common import (
-    CheckpointMarker,
-    GuardMixin,
-    StepLog,
-    TrainResult,
-    hf_args_for,
-    latest_complete_checkpoint,
-    trim_metrics,
-)
+from posttrain.train.args import RewardModelArgs
+from posttrain.train.loop import GuardMixin, TrainResult, run_trainer, training_callbacks
 from posttrain.train.rewards import normalize_external
 
 META_FILE = "reward_model.json"
@@ -54,30 +45,6 @@ _PAIR_COLUMNS = ("prompt", "chosen", "rejected", "margin")
 
 class GuardedRewardTrainer(GuardMixin, RewardTrainer):
     """RewardTrainer that refuses NaN/inf updates."""
-
-
-@dataclass
-class RewardModelHParams:
-    """Optimisation settings for one reward-model training call."""
-
-    learning_rate: float = 3e-4
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.03
-    scheduler: str = "cosine"
-    scheduler_kwargs: dict[str, Any] | None = None
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    report_to: str = "none"
-    max_length: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    center_coefficient: float = 0.01
 
 
 def render_for_reward(tokenizer: Any, prompt: str | list[dict], completion: str | list[dict]) -> str:
@@ -116,7 +83,7 @@ def load_reward_base(model_spec: str, settings: DeviceSettings | None = None) ->
     return model.to(settings.device)
 
 
-def _lora(hp: RewardModelHParams) -> Any:
+def _lora(hp: RewardModelArgs) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
@@ -137,7 +104,7 @@ def train_reward_model(
     norm_rows: Sequence[tuple[str | list[dict], str | list[dict]]],
     out_dir: Path,
     checkpoint_dir: Path,
-    hp: RewardModelHParams,
+    hp: RewardModelArgs,
     *,
     settings: DeviceSettings | None = None,
     metrics_path: Path | None = None,
@@ -157,14 +124,11 @@ def train_reward_model(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     model = load_reward_base(model_spec, settings)
     model.config.pad_token_id = tokenizer.pad_token_id
-    args = hf_args_for(checkpoint_dir, hp, model)
-    if hp.scheduler_kwargs:
-        args["lr_scheduler_kwargs"] = dict(hp.scheduler_kwargs)
-    log = StepLog(metrics_path)
+    log, callbacks = training_callbacks(metrics_path)
     trainer = GuardedRewardTrainer(
         model=model,
         args=RewardConfig(
-            **args,
+            **hp.hf_kwargs_for(checkpoint_dir, model),
             max_length=hp.max_length,
             center_rewards_coefficient=hp.center_coefficient or None,
             dataset_num_proc=None,
@@ -172,20 +136,9 @@ def train_reward_model(
         train_dataset=Dataset.from_list([{k: row[k] for k in _PAIR_COLUMNS} for row in pairs]),
         processing_class=tokenizer,
         peft_config=_lora(hp),
-        callbacks=[log, CheckpointMarker()],
+        callbacks=callbacks,
     )
-    resume_from = latest_complete_checkpoint(checkpoint_dir) if resume else None
-    if resume and metrics_path is not None:  # rows past the checkpoint (all of them without one) are redone
-        trim_metrics(metrics_path, 0 if resume_from is None else int(resume_from.name.split("-")[-1]))
-    result = TrainResult(status="completed", steps=0)
-    start = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except DivergedError as exc:
-        result.status, result.error = "diverged", str(exc)
-    result.runtime_s = time.perf_counter() - start
-    result.steps = trainer.state.global_step
-    result.losses = log.losses
+    result = run_trainer(trainer, log, resume=resume)
     accuracies = [row["accuracy"] for row in log.rows if "accuracy" in row]
     result.extra["train_accuracy"] = accuracies[-1] if accuracies else None
     if result.status != "completed":

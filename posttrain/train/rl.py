@@ -14,7 +14,7 @@ What this module adds to TRL:
   per step (`adlf/<component>` in metrics) and handed to an optional per-batch hook;
 - `KLControlCallback`: sets `trainer.beta` from a KL controller after each logged step,
   logs the beta in effect as `beta`, and saves the controller with every checkpoint;
-- `ContrastiveAux`: an auxiliary contrastive loss on better/worse answers to one prompt;
+- `ContrastiveAux` (train/contrastive.py): an auxiliary contrastive loss on better/worse answers;
 - the NaN guard and checkpoint markers every trainer here has.
 KL values are TRL's: GRPO logs the mean per-token k3 estimate exp(r) - r - 1 (>= 0), RLOO
 the mean per-token log-ratio (k1, may dip below 0); both are per token.
@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +36,16 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import use_adapter
 
 from posttrain.distributed import is_main_process, split_global_batch, world_size
-from posttrain.errors import DivergedError
-from posttrain.train.common import (
-    CheckpointMarker,
+from posttrain.train.args import RLArgs
+from posttrain.train.contrastive import ContrastiveAux, ContrastiveLossMixin
+from posttrain.train.kl import AdaptiveKLController, FixedKLController
+from posttrain.train.loop import (
     GuardMixin,
     StepLog,
     TrainResult,
-    hf_args_for,
-    latest_complete_checkpoint,
-    trim_metrics,
+    run_trainer,
+    training_callbacks,
 )
-from posttrain.train.kl import AdaptiveKLController, FixedKLController
 from posttrain.train.rewards import (
     coherence,
     faithfulness,
@@ -62,13 +58,7 @@ KL_STATE_FILE = "kl_controller.json"
 REFERENCE_ADAPTER = "ref"
 KLController = AdaptiveKLController | FixedKLController
 
-
 # --------------------------------------------------------------------------- reference
-
-
-def checkpoint_step(checkpoint: Path | None) -> int:
-    """The optimizer step of an HF `checkpoint-N` directory; 0 for None (start from scratch)."""
-    return 0 if checkpoint is None else int(checkpoint.name.split("-")[-1])
 
 
 def reference_scope(model: Any) -> AbstractContextManager:
@@ -223,162 +213,21 @@ class KLControlCallback(TrainerCallback):
             self.trainer.beta = self.controller.beta
 
 
-# --------------------------------------------------------------------------- contrastive loss
-
-
-class ContrastiveAux:
-    """Auxiliary loss that ranks a better answer above a worse one to the same prompt.
-
-    Each item is a row of `contrastive_pairs` (prompt, chosen, rejected). With s = the mean
-    log-probability of an answer's tokens under the policy,
-
-        loss = softplus((s_rejected - s_chosen) / temperature)    (= -log softmax over the pair)
-
-    averaged over `batch_size` pairs per micro-step, visited in a seeded order. A low
-    temperature (seed 003 uses 0.07) makes it a near-hinge: pairs already ranked by a
-    clear margin stop contributing. The trainer adds `weight` x loss to the RL loss.
-    """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        pairs: list[dict],
-        *,
-        temperature: float,
-        weight: float,
-        batch_size: int = 2,
-        max_length: int = 512,
-        seed: int = 0,
-    ) -> None:
-        if not pairs:
-            raise ValueError("the contrastive loss needs at least one (chosen, rejected) pair")
-        if temperature <= 0:
-            raise ValueError(f"contrastive temperature must be > 0, got {temperature}")
-        self.tokenizer = tokenizer
-        self.temperature = temperature
-        self.weight = weight
-        self.batch_size = batch_size
-        self.items = [
-            (
-                _encode(tokenizer, p["prompt"], p["chosen"], max_length),
-                _encode(tokenizer, p["prompt"], p["rejected"], max_length),
-            )
-            for p in pairs
-        ]
-        self.order = list(range(len(self.items)))
-        random.Random(seed).shuffle(self.order)
-
-    def batch(self, index: int) -> list[int]:
-        """Item indices for micro-step `index` (cycles through the seeded order)."""
-        n = len(self.order)
-        return [self.order[(index * self.batch_size + k) % n] for k in range(min(self.batch_size, n))]
-
-    def loss(self, model: Any, index: int) -> tuple[torch.Tensor, float]:
-        """(loss with grad, share of pairs ranked correctly) for micro-step `index`."""
-        chosen = [self.items[i][0] for i in self.batch(index)]
-        rejected = [self.items[i][1] for i in self.batch(index)]
-        scores = _mean_logprobs(model, [*chosen, *rejected], self.tokenizer.pad_token_id or 0)
-        s_hi, s_lo = scores[: len(chosen)], scores[len(chosen) :]
-        loss = torch.nn.functional.softplus((s_lo - s_hi) / self.temperature).mean()
-        return loss, float((s_hi > s_lo).float().mean())
-
-
-def _encode(tokenizer: Any, prompt: Any, answer: Any, max_length: int) -> tuple[list[int], int]:
-    """(token ids of prompt + answer + EOS, number of prompt tokens); the prompt is cut from the left."""
-    if isinstance(prompt, list):
-        prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(_text(answer) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    a_ids = a_ids[: max_length - 1]
-    p_ids = p_ids[max(0, len(p_ids) - (max_length - len(a_ids))) :]
-    return p_ids + a_ids, len(p_ids)
-
-
-def _mean_logprobs(model: Any, items: list[tuple[list[int], int]], pad: int) -> torch.Tensor:
-    """Mean log-probability of each item's answer tokens (right-padded batch, one forward)."""
-    device = next(model.parameters()).device
-    width = max(len(ids) for ids, _ in items)
-    ids = torch.full((len(items), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    labels = torch.full((len(items), width - 1), -100, dtype=torch.long)
-    for row, (seq, n_prompt) in enumerate(items):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        start = max(1, n_prompt)  # token 0 has nothing to be predicted from
-        labels[row, start - 1 : len(seq) - 1] = torch.tensor(seq[start:])
-    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    # Project to the vocabulary only where some row has an answer token: the full logits of
-    # a batch are vocab x longer than the hidden states and dominated the cost on CPU.
-    keep = (labels != -100).any(0).nonzero().squeeze(-1)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits.float()
-    targets = labels[:, keep]
-    nll = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none"
-    ).view(targets.shape)
-    return -nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
-
-
-class _ContrastiveMixin:
-    """Adds `contrastive.weight` x ContrastiveAux loss to the RL loss of each training micro-step."""
-
-    contrastive: ContrastiveAux | None = None
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
-        aux = self.contrastive
-        if aux is None or aux.weight == 0 or not self.model.training:  # type: ignore[attr-defined]
-            return loss
-        c_loss, accuracy = aux.loss(model, getattr(self, "_step", 0))
-        # GRPO returns a loss already divided over accumulation steps, RLOO leaves that to HF.
-        if getattr(self, "loss_is_scaled_for_ga", False):
-            c_loss = c_loss / self.current_gradient_accumulation_steps  # type: ignore[attr-defined]
-        metrics = self._metrics["train"]  # type: ignore[attr-defined]
-        metrics["contrastive/loss"].append(float(c_loss.detach()))
-        metrics["contrastive/accuracy"].append(accuracy)
-        return loss + aux.weight * c_loss
-
-
-class GuardedGRPOTrainer(GuardMixin, _ContrastiveMixin, GRPOTrainer):
+class GuardedGRPOTrainer(GuardMixin, ContrastiveLossMixin, GRPOTrainer):
     """GRPOTrainer with the NaN guard and the optional contrastive auxiliary loss."""
 
 
-class GuardedRLOOTrainer(GuardMixin, _ContrastiveMixin, RLOOTrainer):
+class GuardedRLOOTrainer(GuardMixin, ContrastiveLossMixin, RLOOTrainer):
     """RLOOTrainer with the NaN guard and the optional contrastive auxiliary loss."""
 
 
 # --------------------------------------------------------------------------- training
 
 
-@dataclass
-class RLHParams:
-    """Optimisation settings for one RL call. `batch_size` counts PROMPTS per micro-batch."""
-
-    algo: str = "grpo"
-    learning_rate: float = 2e-5
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.0
-    scheduler: str = "cosine"
-    scheduler_kwargs: dict[str, Any] | None = None
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    num_generations: int = 4
-    max_completion_length: int = 48
-    temperature: float = 1.0
-    shuffle: bool = True
-    save_steps: int = 25
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    report_to: str = "none"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def _rl_config(
-    out_dir: Path, hp: RLHParams, model: Any, beta: float, do_save: bool
+    out_dir: Path, hp: RLArgs, model: Any, beta: float, checkpoints: bool
 ) -> GRPOConfig | RLOOConfig:
-    args = hf_args_for(out_dir, hp, model, do_save)
+    args = hp.hf_kwargs_for(out_dir, model, checkpoints=checkpoints)
     # TRL counts completions per device: each prompt of the micro-batch is sampled num_generations
     # times. Under a launch the global count is split over the ranks (a group may span ranks:
     # TRL gathers the rewards before it takes the group baselines).
@@ -386,8 +235,6 @@ def _rl_config(
     per_device, accumulation = split_global_batch(completions, hp.gradient_accumulation_steps, world_size())
     args["per_device_train_batch_size"] = args["per_device_eval_batch_size"] = per_device
     args["gradient_accumulation_steps"] = accumulation
-    if hp.scheduler_kwargs:
-        args["lr_scheduler_kwargs"] = dict(hp.scheduler_kwargs)
     common = {
         **args,
         "num_generations": hp.num_generations,
@@ -413,7 +260,7 @@ def build_rl_trainer(
     prompt_rows: list[dict],
     reward: Callable[..., list[float]],
     out_dir: Path,
-    hp: RLHParams,
+    hp: RLArgs,
     *,
     kl_controller: KLController,
     contrastive: ContrastiveAux | None = None,
@@ -427,9 +274,8 @@ def build_rl_trainer(
     """
     if not prompt_rows:
         raise ValueError("no prompts for the RL stage")
-    kl = KLControlCallback(kl_controller)
-    log = StepLog(metrics_path)
-    callbacks: list[Any] = [kl, log] + ([CheckpointMarker()] if checkpoints else [])
+    kl = KLControlCallback(kl_controller)  # before the log, which records the beta it sets
+    log, ours = training_callbacks(metrics_path, checkpoints)
     cls = GuardedGRPOTrainer if hp.algo == "grpo" else GuardedRLOOTrainer
     trainer = cls(
         model=model,
@@ -437,7 +283,7 @@ def build_rl_trainer(
         args=_rl_config(out_dir, hp, model, kl_controller.beta, checkpoints),
         train_dataset=Dataset.from_list(prompt_rows),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[kl, *ours],
     )
     trainer.contrastive = contrastive
     kl.attach(trainer)
@@ -450,7 +296,7 @@ def rl_train(
     prompt_rows: list[dict],
     reward: Callable[..., list[float]],
     out_dir: Path,
-    hp: RLHParams,
+    hp: RLArgs,
     *,
     kl_controller: KLController,
     contrastive: ContrastiveAux | None = None,
@@ -478,21 +324,8 @@ def rl_train(
         metrics_path=metrics_path,
         checkpoints=checkpoints,
     )
-    resume_from = latest_complete_checkpoint(out_dir) if resume else None
-    if resume_from is not None:
-        kl.load(resume_from)
-    if resume and metrics_path is not None:  # rows past the checkpoint (all of them without one) are redone
-        trim_metrics(metrics_path, checkpoint_step(resume_from))
-    result = TrainResult(status="completed", steps=0)
-    start = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except DivergedError as exc:
-        result.status, result.error = "diverged", str(exc)
-    result.runtime_s = time.perf_counter() - start
-    result.steps = trainer.state.global_step
-    result.losses = log.losses
-    result.extra.update(log=log.rows, beta=float(trainer.beta), resumed_from=str(resume_from or ""))
+    result = run_trainer(trainer, log, resume=resume, on_resume=kl.load)
+    result.extra["beta"] = float(trainer.beta)
     return result
 
 

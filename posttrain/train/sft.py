@@ -9,9 +9,6 @@ the full logits.
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +18,14 @@ from torch import nn
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
-from posttrain.errors import DivergedError
-from posttrain.train.common import (
-    CheckpointMarker,
+from posttrain.train.args import SFTArgs
+from posttrain.train.loop import (
     GuardMixin,
     StepLog,
     TrainResult,
-    hf_args_for,
-    latest_complete_checkpoint,
+    run_trainer,
     safe_perplexity,
-    trim_metrics,
-    undo_eval_preparation,
+    training_callbacks,
 )
 
 
@@ -97,29 +91,6 @@ class GuardedSFTTrainer(GuardMixin, SFTTrainer):
         return metrics
 
 
-@dataclass
-class SFTHParams:
-    """Optimisation settings for one SFT call (the CLI fills these from SFTConfig.train)."""
-
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    packing: bool = True
-    gradient_checkpointing: bool = False
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    report_to: str = "none"
-    max_length: int = 512
-
-
 def varlen_attention(model: Any) -> bool:
     """Whether attention takes packed sequences natively (flash-attention's varlen kernels).
 
@@ -131,8 +102,8 @@ def varlen_attention(model: Any) -> bool:
     return "flash" in str(getattr(model.config, "_attn_implementation", "") or "")
 
 
-def _trl_config(out_dir: Path, hp: SFTHParams, model: Any, do_save: bool) -> TRLSFTConfig:
-    args = hf_args_for(out_dir, hp, model, do_save)
+def _trl_config(out_dir: Path, hp: SFTArgs, model: Any, checkpoints: bool) -> TRLSFTConfig:
+    args = hp.hf_kwargs_for(out_dir, model, checkpoints=checkpoints)
     if hp.packing and not varlen_attention(model):
         # One packed row per forward, the batch made up by accumulation: the same tokens per
         # optimizer step and the same token-mean loss (num_items_in_batch spans the window),
@@ -156,16 +127,13 @@ def build_sft_trainer(
     train_rows: list[dict],
     val_rows: list[dict] | None,
     out_dir: Path,
-    hp: SFTHParams,
+    hp: SFTArgs,
     *,
     metrics_path: Path | None = None,
     checkpoints: bool = True,
 ) -> tuple[GuardedSFTTrainer, StepLog]:
     """A ready SFTTrainer on a PEFT model (the adapter is trained in place, never re-wrapped)."""
-    log = StepLog(metrics_path)
-    callbacks: list[Any] = [log]
-    if checkpoints:
-        callbacks.append(CheckpointMarker())
+    log, callbacks = training_callbacks(metrics_path, checkpoints)
     trainer = GuardedSFTTrainer(
         model=model,
         args=_trl_config(out_dir, hp, model, checkpoints),
@@ -183,7 +151,7 @@ def sft_train(
     train_rows: list[dict],
     val_rows: list[dict] | None,
     out_dir: Path,
-    hp: SFTHParams,
+    hp: SFTArgs,
     *,
     metrics_path: Path | None = None,
     resume: bool = False,
@@ -206,28 +174,9 @@ def sft_train(
         metrics_path=metrics_path,
         checkpoints=checkpoints,
     )
-    resume_from = latest_complete_checkpoint(out_dir) if resume else None
-    if resume_from is not None and metrics_path is not None:
-        trim_metrics(metrics_path, int(resume_from.name.split("-")[-1]))
-    result = TrainResult(status="completed", steps=0)
-    if val_rows and eval_before and resume_from is None:
-        result.eval_loss_before = float(trainer.evaluate()["eval_loss"])
-        undo_eval_preparation(trainer)
-    start = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except DivergedError as exc:
-        result.status, result.error = "diverged", str(exc)
-    result.runtime_s = time.perf_counter() - start
-    result.steps = trainer.state.global_step
-    result.losses = log.losses
-    result.train_tokens = int(getattr(trainer, "_total_train_tokens", 0))
-    if result.status == "completed" and val_rows:
-        eval_start = time.perf_counter()
-        loss = float(trainer.evaluate()["eval_loss"])
-        result.eval_s = time.perf_counter() - eval_start
-        result.eval_loss = loss if math.isfinite(loss) else None
-        result.perplexity = safe_perplexity(loss)
+    result = run_trainer(trainer, log, resume=resume, eval_before=eval_before)
+    if "eval" in result.extra:
+        result.perplexity = safe_perplexity(result.eval_loss)
     return result
 
 
@@ -235,6 +184,6 @@ def evaluate_loss(
     model: Any, tokenizer: Any, rows: list[dict], out_dir: Path, max_length: int = 512
 ) -> float:
     """Completion-only eval loss of `model` on `rows` (no training)."""
-    hp = SFTHParams(max_length=max_length, report_to="none")
+    hp = SFTArgs(max_length=max_length, report_to="none")
     trainer, _ = build_sft_trainer(model, tokenizer, rows[:1], rows, out_dir, hp, checkpoints=False)
     return float(trainer.evaluate()["eval_loss"])

@@ -1,5 +1,6 @@
-"""Roles: the seed's reward-penalty formula and overrides, the judge's rules, the rules tuner,
-SEAL expert and QA policies, the clamping reply models and the wire schemas."""
+"""Roles (posttrain.agents.roles): the seed's reward-penalty formula and overrides, the judge's
+rules, the rules tuner, SEAL expert and QA policies, the clamping reply models, the wire schemas
+and the role registry."""
 
 from __future__ import annotations
 
@@ -13,21 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from posttrain.agents.history import DIVERGED_IMPROVEMENT, jsonable
 from posttrain.agents.roles import (
-    DIVERGED_IMPROVEMENT,
     REPLY_MODELS,
     ROLES,
-    EpisodeSummary,
     JudgeReply,
     QAEvalReply,
     QAGenReply,
     SealExpertReply,
     TunerReply,
-    as_history,
     build_messages,
     clearly_degrading,
     enforce_min_episodes,
-    jsonable,
     merge_hparams,
     reply_schema,
     reward_signal,
@@ -388,10 +386,10 @@ def test_a_missing_decision_is_invalid(role: str, payload: object) -> None:
         REPLY_MODELS[role].model_validate(payload, context={"items": [{}, {}]})
 
 
-def test_episode_summary_reads_the_seed_metrics_shape() -> None:
-    (h,) = as_history([{"episode": 2, "kind": "train", "hparams": BASE, "metrics": {"eval_loss": 1.5}}])
-    assert isinstance(h, EpisodeSummary) and h.eval_loss == 1.5 and h.loss == 1.5
-    assert as_history([{"episode": 0, "eval_loss": math.nan}])[0].loss is None
+@pytest.mark.parametrize("call", [rules_answer, reply_schema, build_messages])
+def test_an_unknown_role_names_the_known_ones(call) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="unknown agent role 'critic' \\(known: tuner, judge, "):
+        call("critic", {})
 
 
 # ---------------------------------------------------------------- prompts and schemas

@@ -1,6 +1,6 @@
 """`posttrain align` end to end through the CLI on tiny-random for both tasks, plus the pieces
-with exact answers: best-vs-worst pairing, on-policy pairs sharing their prompt, and the
-assistant-only loss mask of multi-turn conversations."""
+with exact answers: the seed checks and the assistant-only loss mask of multi-turn
+conversations (pairing is tested in tests/tasks/test_episodes.py)."""
 
 from __future__ import annotations
 
@@ -13,67 +13,30 @@ from safetensors.torch import load_file
 
 from posttrain.config import AlignConfig, load_config
 from posttrain.errors import ConfigError
-from posttrain.pipelines.align import (
-    _check_seeds,
-    on_policy_pairs,
-    pair_best_worst,
-    tokenize_conversation,
-)
+from posttrain.pipelines.align import _check_seeds, tokenize_conversation
 from posttrain.store import Store
 from posttrain.tasks import meetings as mt
+from posttrain.tasks.align import align_task
 from tests.conftest import run_cli
 
 PRESET = yaml.safe_load((Path(__file__).parents[2] / "posttrain/presets/align_test.yaml").read_text())
 
 
-# ------------------------------------------------------------------ pairing
-
-
-def test_pair_best_worst_picks_extremes_and_respects_the_margin():
-    group = [(0.2, "a"), (0.9, "b"), (0.5, "c"), (0.2, "d")]
-    assert pair_best_worst(group, 0.5) == ("b", "d", pytest.approx(0.7))  # ties: the later one is worst
-    assert pair_best_worst(group, 0.71) is None
-    assert pair_best_worst([(0.9, "x"), (0.1, "y")], 0.1, key=len) is None  # same key: same trajectory
-    assert pair_best_worst([(1.0, "only")], 0.0) is None
-
-
-def _trace(prompt_id: str, reward: float, text: str) -> dict:
-    prompt = [{"role": "system", "content": "tools"}, {"role": "user", "content": f"question {prompt_id}"}]
-    return {
-        "prompt_id": prompt_id,
-        "prompt": prompt,
-        "messages": [{"role": "assistant", "content": text}],
-        "reward": {"total": reward},
-    }
-
-
-def test_on_policy_pairs_share_their_prompt_and_pair_best_with_worst():
-    traces = [
-        _trace("p1", 0.5, "middle"),
-        _trace("p1", 1.0, "best"),
-        _trace("p1", 0.0, "worst"),
-        _trace("p2", 0.6, "close"),
-        _trace("p2", 0.5, "closer"),
-        _trace("p3", 0.9, "same"),
-        _trace("p3", 0.1, "same"),
-    ]
-    pairs = on_policy_pairs(traces, min_margin=0.3, limit=10)
-    assert len(pairs) == 1  # p2's gap is too small, p3's two texts are the same
-    (pair,) = pairs
-    assert pair["id"] == "p1" and pair["source"] == "on_policy"
-    assert pair["prompt"] == traces[0]["prompt"]
-    assert pair["chosen"][0]["content"] == "best" and pair["rejected"][0]["content"] == "worst"
-    assert pair["margin"] == 1.0
-    assert on_policy_pairs(traces, min_margin=0.3, limit=0) == []
+# ------------------------------------------------------------------ pieces
 
 
 def test_evaluation_seed_must_not_repeat_a_training_seed():
     cfg = load_config(AlignConfig, preset="align_test", overrides=["evaluation.seed=42"])
     with pytest.raises(ConfigError, match="evaluation.seed=42 equals data.seed"):
-        _check_seeds(cfg)
+        _check_seeds(cfg, align_task(cfg.task))
+    # meetings draws its synthetic pairs from data.seed + 1; tool_use does not.
+    cfg = load_config(AlignConfig, preset="align_test", overrides=["task=meetings", "evaluation.seed=43"])
+    with pytest.raises(ConfigError, match=r"equals data.seed \+ 1 \(synthetic pairs\)"):
+        _check_seeds(cfg, align_task("meetings"))
+    _check_seeds(cfg, align_task("tool_use"))
     cfg = load_config(AlignConfig, preset="align_test", overrides=["pairs.synthetic=0", "pairs.on_policy=0"])
     with pytest.raises(ConfigError, match="DPO would have no data"):
-        _check_seeds(cfg)
+        _check_seeds(cfg, align_task(cfg.task))
 
 
 def test_conversation_mask_covers_exactly_the_assistant_turns(tiny_tokenizer):

@@ -12,7 +12,7 @@ import pytest
 
 from posttrain.errors import PosttrainError
 from posttrain.pipelines.evaluate import run_eval
-from posttrain.tasks.align_metrics import TOOL_USE_METRICS
+from posttrain.tasks.tool_use import TOOL_USE_METRICS
 from tests.conftest import run_cli
 
 

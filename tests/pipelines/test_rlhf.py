@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from posttrain.tasks.conversations import (
@@ -40,12 +42,13 @@ def _rl_steps(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_reward_model(tiny_spec, tiny_tokenizer, tmp_path_factory) -> Path:
     """A reward model trained once in-process, so the tests that are not about it skip that stage."""
-    from posttrain.train.reward_model import RewardModelHParams, train_reward_model
+    from posttrain.train.args import RewardModelArgs
+    from posttrain.train.reward_model import train_reward_model
 
     out = tmp_path_factory.mktemp("rm")
     train, _ = split_by_prompt(read_scored_conversations(sample_path()), 0.05, 0)
     norm = [(r["prompt"], r["completion"]) for r in to_sft_rows(train[:32], "standard")]
-    hp = RewardModelHParams(max_steps=2, learning_rate=3e-3, lora_r=8, lora_alpha=16, save_steps=100)
+    hp = RewardModelArgs(max_steps=2, learning_rate=3e-3, lora_r=8, lora_alpha=16, save_steps=100)
     result = train_reward_model(
         tiny_spec, tiny_tokenizer, score_pairs(train)[:16], norm, out / "rm", out / "ckpt", hp
     )
@@ -175,15 +178,16 @@ def test_resume_after_sigkill_skips_sft_and_continues_rl_with_its_beta(tiny_rewa
         *TINY,
         "--name",
         "k",
-        "--run_sft",
-        "--run_rlhf",
-        "--rl_max_steps",
+        "--run-sft",
+        "--run-rlhf",
+        "--max-steps",
         "4",
-        "--dynamic_kl",
-        "--kl_target",
-        "1.0",
-        "--kl_horizon",
-        "2",
+        "--set",
+        "rl.dynamic_kl=true",
+        "--set",
+        "rl.kl_target=1.0",
+        "--set",
+        "rl.kl_horizon=2",
         "--set",
         f"reward_model.path={tiny_reward_model}",
     ]
@@ -238,8 +242,10 @@ def test_bad_data_is_one_line_error_before_any_model_loads(tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        ([], "nothing to do: add --run_sft and/or --run_rlhf"),
-        (["--run_sft", "--set", "rl_epoch=2"], "did you mean 'rl_epochs'"),
+        ([], "nothing to do: add --run-sft and/or --run-rlhf"),
+        (["--run-sft", "--set", "rl.epoch=2"], "did you mean 'rl.epochs'"),
+        (["--run-sft", "--sft_epoch", "2"], "no such option '--sft_epoch' (did you mean '--sft_epochs'?)"),
+        (["--run_sft", "--ppo_epochs", "1", "--rl_epochs", "2"], "both set 'rl.epochs'; choose one"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, args, needle):
@@ -248,22 +254,70 @@ def test_config_errors_are_one_line(tmp_path, args, needle):
     assert needle in out.stderr and "Traceback" not in out.stderr
 
 
-def test_seed_flags_and_aliases_reach_the_config():
-    from posttrain.config import RLHFConfig, load_config, parse_rlhf_flags
+SEED_ARGV = ["--run_sft", "--data_path", "X.jsonl", "--sft_epochs", "2", "--ppo_epochs", "1"]
+SEED_ARGV += ["--ppo_batch_size", "3", "--use_dynamic_kl", "--use_curriculum", "--no_use_length_penalty"]
+SEED_ARGV += ["--sft_learning_rate", "1e-4", "--model_name", "M", "--output_dir", "D", "--fp16"]
+NEW_KEYS = {
+    "sft": {"enabled": True, "epochs": 2, "learning_rate": 1e-4},
+    "data": {"path": "X.jsonl"},
+    "rl": {"epochs": 1, "batch_size": 3, "dynamic_kl": True, "curriculum": "score"},
+    "adlf": {"length_penalty": False},
+    "model": {"name": "M", "dtype": "float16"},
+    "run": {"output_root": "D", "name": "N"},
+}
+
+
+def test_seed_flags_parse_to_the_same_config_as_the_new_spelling(capsys):
+    from posttrain.config import RLHF_ALIASES, RLHFConfig, flags_to_overrides, load_config, rename_overrides
+
+    extra = flags_to_overrides(SEED_ARGV, RLHFConfig, RLHF_ALIASES, "rlhf", over={"run": {"name": "N"}})
+    sets = rename_overrides(["sft_max_steps=5", "reward_model.lora_r=4"], RLHF_ALIASES)
+    seed = load_config(RLHFConfig, preset="rlhf_test", overrides=sets, extra=extra)
+    sets = ["sft.max_steps=5", "reward_model.lora.r=4"]
+    assert seed == load_config(RLHFConfig, preset="rlhf_test", overrides=sets, extra=NEW_KEYS)
+    err = capsys.readouterr().err
+    assert "note: 'sft_learning_rate' is deprecated; use 'sft.learning_rate'" in err
+    assert "note: 'reward_model.lora_r' is deprecated; use 'reward_model.lora.r'" in err
+    # YAML keys take the seed's spellings too, and a seed switch may be turned off.
+    old = RLHFConfig.model_validate({"ppo_epochs": 3, "use_multi_objective": True, "use_wandb": False})
+    assert (old.rl.epochs, old.adlf.multi_objective, old.train.report_to) == (3.0, True, "none")
+
+
+def test_a_seed_style_command_runs_as_written(tmp_path):
+    """Seed 003's own command line (snake_case flags) still runs; every old flag prints its new key."""
+    argv = ["--run_sft", "--data_path", sample_path(), "--sft_epochs", "2", "--sft_max_steps", "1"]
+    argv += ["--use_dynamic_kl", "--model_name", "tiny-random", "--output_dir", "out", "--name", "n"]
+    out = run_cli("rlhf", "--preset", "rlhf_test", *argv, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "note: 'sft_epochs' is deprecated; use 'sft.epochs'" in out.stderr
+    cfg = yaml.safe_load((tmp_path / "out" / "n" / "config.yaml").read_text())
+    assert (cfg["sft"]["epochs"], cfg["sft"]["max_steps"], cfg["rl"]["dynamic_kl"]) == (2.0, 1, True)
+
+
+def test_help_is_typers_in_the_shared_style():
+    from typer.testing import CliRunner
+
+    from posttrain.cli import app
+
+    for command in ("rlhf", "seal", "sft"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        for option in ("--config", "--preset", "--set", "--model", "--name", "--output-dir", "--store"):
+            assert option in result.output, (command, option)
+        assert "--resume" in result.output
+        assert not re.search(r"--[a-z]+_[a-z_]+", result.output), result.output
+
+
+def test_stage_checks_name_the_keys():
+    from posttrain.config import RLHFConfig
     from posttrain.errors import ConfigError
     from posttrain.pipelines.rlhf import check_config
 
-    argv = ["--run_sft", "--ppo_epochs", "2", "--ppo_batch_size", "3", "--use_dynamic_kl", "--use_curriculum"]
-    argv += ["--no_use_length_penalty", "--sft_learning_rate", "1e-4", "--name", "x", "--set", "lora.r=4"]
-    flags, meta = parse_rlhf_flags(argv)
-    cfg = load_config(RLHFConfig, preset="rlhf_test", overrides=meta["set"], extra=flags)
-    assert (cfg.rl_epochs, cfg.rl_batch_size, cfg.dynamic_kl, cfg.curriculum) == (2.0, 3, True, "score")
-    assert (cfg.use_length_penalty, cfg.sft_learning_rate, cfg.run_name, cfg.lora.r) == (False, 1e-4, "x", 4)
-    # YAML keys take the seed's spellings too, but one setting may not be given twice.
-    assert RLHFConfig.model_validate({"ppo_epochs": 3, "use_multi_objective": True}).multi_objective
-    with pytest.raises(ConfigError, match="choose one"):
-        load_config(RLHFConfig, extra={"fp16": True, "bf16": True})
-    with pytest.raises(ConfigError, match="not both"):
-        load_config(RLHFConfig, extra={"ppo_epochs": 1, "rl_epochs": 2})
-    with pytest.raises(ConfigError, match="self_critique trains in the SFT stage"):
-        check_config(load_config(RLHFConfig, extra={"run_rlhf": True, "self_critique": True}))
+    with pytest.raises(ConfigError, match="sft.self_critique trains in the SFT stage"):
+        check_config(RLHFConfig.model_validate({"rl": {"enabled": True}, "sft": {"self_critique": True}}))
+    with pytest.raises(ConfigError, match="float16 needs a CUDA GPU"):
+        check_config(
+            RLHFConfig.model_validate(
+                {"sft": {"enabled": True}, "model": {"device": "cpu", "dtype": "float16"}}
+            )
+        )

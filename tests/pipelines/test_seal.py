@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from posttrain.store import Store
 from tests.conftest import run_cli
@@ -109,7 +115,10 @@ def test_seal_arc_from_a_json_config_file(tiny_spec, tmp_path):
         "seal", "--config", str(path), "--name", "a", "--output-dir", "runs", cwd=tmp_path, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    # the file uses seed 001's flat names: they still work, each with a note naming the new key
+    assert "note: 'lora_r' is deprecated; use 'inner.lora.r'" in out.stderr
     run = tmp_path / "runs" / "a"
+    assert yaml.safe_load((run / "config.yaml").read_text())["inner"]["lora"]["r"] == 4
     results = json.loads((run / "results.json").read_text())
     assert results["order"] == ["icl", "base_self_edits", "seal_self_edits", "oracle"]
     assert results["oracle"]["upper_bound"] is True and results["n_tasks"] == 2
@@ -126,9 +135,53 @@ def test_seal_config_errors_are_one_line(tmp_path):
     out = run_cli("seal", "--preset", "test", "--set", "data_config.max_sample=3", cwd=tmp_path)
     assert out.returncode == 2 and "data_config.max_sample: unknown key" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
-    from posttrain.config import SEALConfig, load_config
+    from posttrain.config import SEALConfig, load_config, seal_preset
     from posttrain.errors import ConfigError
-    from posttrain.pipelines.seal import seal_preset
 
     with pytest.raises(ConfigError, match="restem.keep"):
         load_config(SEALConfig, preset=seal_preset("test"), overrides=["restem.keep=best"])
+
+
+def test_seal_resume_after_sigkill_equals_an_uninterrupted_run(tiny_spec, tmp_path):
+    """Kill a real run after its first outer iteration's checkpoint; --resume redoes nothing that
+    was finished and ends with the uninterrupted run's self-edits, rewards and generator."""
+    common = ["seal", "--preset", "test", "--output-dir", "runs", "--set", "evaluation.enabled=false"]
+    whole = run_cli(*common, "--name", "whole", cwd=tmp_path, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "posttrain.cli", *common, "--name", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    partial = tmp_path / "runs" / ".cut.partial"
+    marker = partial / "checkpoints" / "iteration0" / "state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and partial.exists(), "the run ended before its first checkpoint"
+
+    again = run_cli(*common, "--name", "cut", "--resume", cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = tmp_path / "runs"
+
+    def rows(name: str, file: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _jsonl(runs / name / file)]
+
+    assert rows("cut", "metrics.jsonl") == rows("whole", "metrics.jsonl")
+    assert [r["iteration"] for r in rows("cut", "metrics.jsonl")] == [0, 1]
+    assert rows("cut", "self_edits.jsonl") == rows("whole", "self_edits.jsonl")
+    adapter = "generator_adapter/generator/adapter_model.safetensors"
+    a, b = load_file(runs / "whole" / adapter), load_file(runs / "cut" / adapter)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    store = Store(f"sqlite:///{runs / 'posttrain.db'}")
+    whole_edits = store.list_self_edits(store.find_run("whole").id)
+    cut = store.find_run("cut")
+    cut_edits = store.list_self_edits(cut.id)
+    assert cut.status == "completed" and len(store.list_episodes(cut.id)) == 2
+    key = lambda e: (e.iteration, e.context_id, e.sample_index, e.text, e.reward, e.kept)  # noqa: E731
+    assert sorted(map(key, cut_edits)) == sorted(map(key, whole_edits))  # none written twice

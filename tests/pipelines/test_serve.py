@@ -23,8 +23,9 @@ import openai
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from posttrain.agents.backends import AgentLog, AgentTeam, OpenAIBackend
+from posttrain.agents.backends import AgentLog, OpenAIBackend
 from posttrain.agents.roles import reply_schema
+from posttrain.agents.team import AgentTeam
 from posttrain.config.search_space import SearchSpace
 from posttrain.constrained import chat_prompt_ids
 from posttrain.inference import generate_batch

@@ -1,4 +1,4 @@
-"""SEAL domains: self-edits to updates, scores, the registry and loaders, and the docs' custom domain."""
+"""SEAL domains and rewards: self-edit updates, scores, registry, loaders, the docs' custom domain."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ import torch
 from posttrain.errors import ConfigError
 from posttrain.models import ResidentModel
 from posttrain.tasks import arc, knowledge
-from posttrain.tasks.domains import (
+from posttrain.tasks.seal import (
     ArcDomain,
     BaseDomain,
+    BinaryReward,
+    ContinuousReward,
     KnowledgeDomain,
     Performance,
+    SuccessReward,
     build_domain,
     default_oracle_configs,
+    make_reward_model,
     split_items,
 )
-from posttrain.train.restem import BinaryReward, ContinuousReward, SuccessReward
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +153,15 @@ def test_docs_custom_domain_runs_end_to_end(tiny_spec, tmp_path):
     results = (tmp_path / "glossary" / "report.md").read_text()
     for row in ("| base |", "| base_self_edits |", "| seal_self_edits |"):
         assert row in results
+
+
+def test_reward_models():
+    assert BinaryReward().compute_reward(0.2, 0.3, None) == 1.0
+    assert BinaryReward().compute_reward(0.3, 0.3, None) == 0.0
+    assert BinaryReward(margin=0.2).compute_reward(0.2, 0.3, None) == 0.0
+    assert ContinuousReward().compute_reward(0.5, 0.25, None) == -0.25
+    assert SuccessReward(1.0).compute_reward(1.0, 1.0, None) == 1.0
+    assert SuccessReward(1.0).compute_reward(0.0, 0.5, None) == 0.0
+    assert make_reward_model("success", success_at=0.5).compute_reward(0, 0.5, None) == 1.0
+    with pytest.raises(ValueError, match="unknown reward kind"):
+        make_reward_model("hinge")

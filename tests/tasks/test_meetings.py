@@ -10,6 +10,7 @@ import pytest
 
 from posttrain.errors import DataError
 from posttrain.tasks import meetings as m
+from posttrain.toolcall import ToolCall
 
 
 def _scenario(noise_for_gt: float | None = None) -> m.Scenario:
@@ -208,6 +209,17 @@ def test_bad_tool_calls_become_error_observations():
     assert "unknown tool 'weather'" in m.execute_call(s, "weather", {}).error
 
 
+def test_an_executed_call_wraps_the_shared_tool_call():
+    s = _scenario()
+    args = {"person": "B"}
+    done = m.execute_call(s, "get_profile", args, thought="Who is B?")
+    assert done.call == ToolCall("get_profile", {"person": "B"})
+    assert (done.name, done.args, done.thought, done.error) == ("get_profile", args, "Who is B?", None)
+    assert done.observation == m.get_profile(s, "B")
+    args["person"] = "A"  # the record keeps its own copy of the arguments
+    assert done.args == {"person": "B"}
+
+
 # ------------------------------------------------------------- rewards
 
 
@@ -355,14 +367,3 @@ def test_metrics_on_hand_written_cases():
         m.accuracy([0.5], [1, 0])
     with pytest.raises(ValueError):
         m.brier([], [])
-
-
-def test_bootstrap_ci():
-    values = [0.0, 1.0] * 50
-    lo, hi = m.bootstrap_ci(values, n_boot=1000, seed=0)
-    assert lo < 0.5 < hi
-    assert 0.15 < hi - lo < 0.25  # normal approximation: 2 * 1.96 * 0.05 = 0.196
-    assert m.bootstrap_ci(values, seed=0) == (lo, hi)
-    assert m.bootstrap_ci([0.7] * 10) == (pytest.approx(0.7), pytest.approx(0.7))
-    with pytest.raises(ValueError):
-        m.bootstrap_ci([])

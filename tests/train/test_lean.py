@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from posttrain.models import ResidentModel, lora_state
+from posttrain.train.args import SFTArgs
 from posttrain.train.lean import collate, lean_train, prepare_examples, summed_loss, tokenize_row
-from posttrain.train.sft import SFTHParams, sft_train
+from posttrain.train.sft import sft_train
 
 TEXT_ROWS = [
     {"text": f"Vraelis Khodrun founded the town of Zhaemor in {1800 + 7 * i}, beside river {i}."}
@@ -36,7 +37,7 @@ def resident(tiny_spec):
     return ResidentModel(tiny_spec)
 
 
-def _hp(**kw) -> SFTHParams:
+def _hp(**kw) -> SFTArgs:
     base = dict(
         learning_rate=5e-3,
         batch_size=1,
@@ -48,7 +49,7 @@ def _hp(**kw) -> SFTHParams:
         max_length=64,
         logging_steps=1,
     )
-    return SFTHParams(**{**base, **kw})
+    return SFTArgs(**{**base, **kw})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""SEAL's inner loop and ReST-EM pieces on tiny-random: exact resets, rewards, rejection, M-step."""
+"""SEAL's inner loop and ReST-EM pieces on tiny-random: exact resets, rejection, M-step."""
 
 from __future__ import annotations
 
@@ -11,24 +11,19 @@ from posttrain.config import SEALConfig, load_config
 from posttrain.models import ResidentModel, lora_state
 from posttrain.pipelines.seal import run_seal
 from posttrain.store import Store
-from posttrain.tasks.domains import KnowledgeDomain
+from posttrain.tasks.seal import BaseRewardModel, KnowledgeDomain
+from posttrain.train.args import SFTArgs
 from posttrain.train.restem import (
     GENERATOR,
-    BaseRewardModel,
-    BinaryReward,
-    ContinuousReward,
     GeneratorAdapter,
     InnerLoop,
     SelfEditSample,
-    SuccessReward,
     derive_seed,
-    make_reward_model,
     restem_rows,
     reward_stats,
     select_kept,
     trend,
 )
-from posttrain.train.sft import SFTHParams
 
 ROWS = [{"text": f"Zhaemor is the capital of Vrakeia, founded in {1700 + i}."} for i in range(4)]
 PROMPT = [{"role": "user", "content": "List the implications of: Zhaemor is the capital of Vrakeia."}]
@@ -43,9 +38,7 @@ def one_thread():
 
 
 def _inner(resident: ResidentModel) -> InnerLoop:
-    hp = SFTHParams(
-        learning_rate=1e-2, batch_size=1, epochs=2, warmup_ratio=0.0, max_length=64, packing=False
-    )
+    hp = SFTArgs(learning_rate=1e-2, batch_size=1, epochs=2, warmup_ratio=0.0, max_length=64, packing=False)
     return InnerLoop(resident, r=8, alpha=16, dropout=0.0, hp=hp, adapter_seed=1)
 
 
@@ -72,7 +65,7 @@ def test_reset_restores_base_logits_exactly_after_inner_and_m_step(tiny_spec, tm
     rows = [
         {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "Zhaemor is in Vrakeia."}]}
     ] * 4
-    hp = SFTHParams(learning_rate=1e-2, batch_size=2, epochs=2, warmup_ratio=0.0, max_length=128)
+    hp = SFTArgs(learning_rate=1e-2, batch_size=2, epochs=2, warmup_ratio=0.0, max_length=128)
     m = generator.m_step(rows, tmp_path / "mstep", hp, restart=True)
     assert m.status == "completed" and m.steps > 0 and generator.trained_rounds == 1
     after = lora_state(inner.model)
@@ -96,18 +89,6 @@ def test_generation_is_seeded_and_the_untrained_generator_is_the_base(tiny_spec)
     assert first == again == base
     assert [len(x) for x in first] == [2, 2, 2] and first[0][0] != first[0][1]
     assert seeds == [derive_seed(11, "generate", 0)] * 2 + [derive_seed(11, "generate", 1)]
-
-
-def test_reward_models():
-    assert BinaryReward().compute_reward(0.2, 0.3, None) == 1.0
-    assert BinaryReward().compute_reward(0.3, 0.3, None) == 0.0
-    assert BinaryReward(margin=0.2).compute_reward(0.2, 0.3, None) == 0.0
-    assert ContinuousReward().compute_reward(0.5, 0.25, None) == -0.25
-    assert SuccessReward(1.0).compute_reward(1.0, 1.0, None) == 1.0
-    assert SuccessReward(1.0).compute_reward(0.0, 0.5, None) == 0.0
-    assert make_reward_model("success", success_at=0.5).compute_reward(0, 0.5, None) == 1.0
-    with pytest.raises(ValueError, match="unknown reward kind"):
-        make_reward_model("hinge")
 
 
 def _sample(ctx: str, j: int, reward: float, gain: float, valid: bool = True) -> SelfEditSample:

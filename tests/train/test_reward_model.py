@@ -15,10 +15,10 @@ import pytest
 
 from posttrain.errors import CheckpointError
 from posttrain.tasks.conversations import read_scored_conversations, sample_path, score_pairs, to_sft_rows
+from posttrain.train.args import RewardModelArgs
 from posttrain.train.reward_model import (
     META_FILE,
     ExternalRewardModel,
-    RewardModelHParams,
     render_for_reward,
     train_reward_model,
 )
@@ -28,7 +28,7 @@ def test_reward_model_trains_reloads_and_normalises(tiny_spec, tiny_tokenizer, t
     convs = read_scored_conversations(sample_path())
     pairs = score_pairs(convs, 1.0, fmt="standard")[:8]
     norm_rows = [(r["prompt"], r["completion"]) for r in to_sft_rows(convs[:24], "standard")]
-    hp = RewardModelHParams(
+    hp = RewardModelArgs(
         learning_rate=3e-3, batch_size=len(pairs), epochs=10, warmup_ratio=0.0, lora_r=8, lora_alpha=16
     )
     result = train_reward_model(

@@ -18,9 +18,11 @@ from posttrain.tasks.conversations import (
     split_by_prompt,
     to_prompts,
 )
+from posttrain.train.args import RLArgs
+from posttrain.train.contrastive import ContrastiveAux
 from posttrain.train.kl import AdaptiveKLController, FixedKLController
 from posttrain.train.rewards import coherence, faithfulness, length_penalty
-from posttrain.train.rl import ADLFReward, ContrastiveAux, KLControlCallback, RLHParams, rl_train
+from posttrain.train.rl import ADLFReward, KLControlCallback, rl_train
 
 
 def _log(callback: KLControlCallback, step: int, kl: float) -> dict:
@@ -146,7 +148,7 @@ def test_curriculum_order_reaches_the_grpo_trainer(tiny_spec, tmp_path):
         alpha=0.5,
         on_batch=lambda step, batch: seen.append([r["context"] for r in batch]),
     )
-    hp = RLHParams(batch_size=2, num_generations=2, max_completion_length=4, max_steps=2, shuffle=False)
+    hp = RLArgs(batch_size=2, num_generations=2, max_completion_length=4, max_steps=2, shuffle=False)
     result = rl_train(
         model,
         resident.tokenizer,

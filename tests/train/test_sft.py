@@ -7,8 +7,9 @@ import torch
 
 from posttrain.models import ResidentModel, lora_state
 from posttrain.tasks.instructions import load_sft_dataset, sample_path
-from posttrain.train.common import COMPLETE_MARKER, latest_complete_checkpoint, safe_perplexity
-from posttrain.train.sft import SFTHParams, sft_train
+from posttrain.train.args import SFTArgs
+from posttrain.train.loop import COMPLETE_MARKER, latest_complete_checkpoint, safe_perplexity
+from posttrain.train.sft import sft_train
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +22,9 @@ def resident(tiny_spec):
     return ResidentModel(tiny_spec)
 
 
-def _hp(**kw) -> SFTHParams:
+def _hp(**kw) -> SFTArgs:
     base = dict(learning_rate=2e-3, batch_size=4, max_steps=6, warmup_ratio=0.0, save_steps=2, max_length=128)
-    return SFTHParams(**{**base, **kw})
+    return SFTArgs(**{**base, **kw})
 
 
 def test_nan_weight_ends_run_as_diverged_without_updating(resident, data, tmp_path):

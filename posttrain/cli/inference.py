@@ -1,0 +1,98 @@
+"""The commands that use a trained model: generate, chat, serve and eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from posttrain.cli.options import AdapterOpt, ModelOpt, console
+
+
+def generate(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="JSONL of prompts: prompt | messages | instruction.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write, one row per input row.")],
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Prompts per batched generate call.")] = 16,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+) -> None:
+    """Batched, left-padded generation over a JSONL file of prompts."""
+    from posttrain.pipelines.chat import run_generate
+
+    n = run_generate(input, output, model, adapter, max_new_tokens, batch_size, temperature)
+    console.print(f"wrote {n} completions to {output}")
+
+
+def chat(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    tools: Annotated[
+        str | None, typer.Option("--tools", help="tool_use: run the task's tools live, showing each step.")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="With --tools: ReAct steps per reply.")] = 6,
+) -> None:
+    """Interactive chat with history; /reset clears it, /quit leaves."""
+    from posttrain.pipelines.chat import run_chat
+
+    run_chat(model, adapter, max_new_tokens, system, tools=tools, max_steps=max_steps)
+
+
+def serve(
+    model: ModelOpt = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory (merged at load).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients send as `model` (default: adapter path, else --model).")
+    ] = None,
+) -> None:
+    """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output;
+    one request at a time."""
+    from posttrain.pipelines.serve import run_serve
+
+    run_serve(model, adapter, host, port, served_model_name)
+
+
+def eval_(
+    task: Annotated[str, typer.Option("--task", help="tool_use or meetings.")],
+    model: ModelOpt = None,
+    adapter: Annotated[
+        Path | None, typer.Option(help="PEFT adapter directory (default: base alone).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="tool_use: indist, heldout or all; meetings: heldout.")] = "all",
+    n: Annotated[
+        int, typer.Option("--n", help="Episodes per split (tool_use) or scenarios (meetings).")
+    ] = 24,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per generated turn.")] = 96,
+    max_steps: Annotated[int, typer.Option(help="ReAct turns per episode.")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Conversations per batched generate call.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out data (align holds out 1000).")] = 1000,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write figures + records as JSON.")
+    ] = None,
+) -> None:
+    """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI."""
+    from posttrain.pipelines.evaluate import run_eval
+
+    result = run_eval(
+        task,
+        model,
+        adapter,
+        split,
+        n,
+        max_new_tokens=max_new_tokens,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seed=seed,
+        output=output,
+    )
+    console.print(result["table"])
+    if output is not None:
+        console.print(f"wrote {output}")

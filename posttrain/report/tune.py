@@ -1,0 +1,97 @@
+"""`posttrain tune`'s report.md: the summary, one row per episode and the TRAIN vs SEAL loss plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from posttrain.agents.history import EpisodeSummary
+from posttrain.report.markdown import markdown_table
+
+HEADERS = [
+    "episode",
+    "lr",
+    "batch",
+    "epochs",
+    "r",
+    "alpha",
+    "eval_loss",
+    "ppl",
+    "seal_loss",
+    "seal_delta",
+    "qa",
+    "judge",
+    "reward regime",
+    "proposer",
+]
+
+
+def episode_table(history: list[EpisodeSummary]) -> str:
+    """Markdown table: hparams, losses, SEAL delta, QA score and the agents' decisions."""
+    rows = []
+    for h in history:
+        judge = h.decisions.get("judge", {})
+        regime = h.decisions.get("reward_penalty", {}).get("reward_signal", {}).get("regime", "")
+        hp = h.hparams
+        rows.append(
+            [
+                h.episode,
+                f"{hp.get('lr', 0):.2e}",
+                hp.get("batch_size"),
+                hp.get("epochs"),
+                hp.get("lora_r"),
+                hp.get("lora_alpha"),
+                h.eval_loss,
+                h.perplexity,
+                h.seal_eval_loss,
+                h.seal_delta,
+                h.qa_score,
+                "continue" if judge.get("continue", True) else "stop",
+                regime,
+                h.decisions.get("proposed_by", ""),
+            ]
+        )
+    return markdown_table(HEADERS, rows)
+
+
+def write_tune_report(
+    run_dir: Path, title: str, history: list[EpisodeSummary], summary: dict[str, Any]
+) -> Path:
+    """report.md with the summary and the episode table, and plots/episodes.png."""
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    _plot_losses(history, plots / "episodes.png")
+    text = [
+        f"# {title}\n",
+        markdown_table(["key", "value"], list(summary.items())),
+        "\n## Episodes\n",
+        episode_table(history),
+        "\n![eval loss per episode, TRAIN vs SEAL](plots/episodes.png)\n",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    eps = [h.episode for h in history]
+    ax.plot(eps, [h.loss if h.loss is not None else float("nan") for h in history], "o-", label="TRAIN")
+    seal = [_finite(h.seal_eval_loss) for h in history]
+    if any(s is not None for s in seal):
+        ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s--", label="SEAL")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("eval loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,238 @@
+"""tool_use as an align task (`tasks.base.AlignTask`): episodes of the training tools for SFT,
+defective turns as synthetic pairs, ReAct rollouts rewarded by compliance and success, and
+held-out episodes in distribution and with unseen tools."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from posttrain.tasks.base import Conversation, TrainingData
+from posttrain.tasks.episodes import episode_record, system_prompt, trajectory_stats
+from posttrain.tasks.metrics import Figure, figure
+from posttrain.tasks.tool_use.data import generate_tool_use_data
+from posttrain.tasks.tool_use.metrics import tool_use_trajectory_reward, tool_use_turn_metrics
+from posttrain.tasks.tool_use.registry import Split, build_registry
+from posttrain.tasks.tool_use.scoring import answer_matches
+from posttrain.toolcall import Generate, run_react
+
+TOOL_SPLITS: dict[str, Split] = {"indist": "train", "heldout": "heldout"}
+"""Evaluation split -> generator split: in-distribution reuses the training tools and templates
+with new values (and the fixed list of no-tool prompts); heldout adds unseen tools, templates and
+no-tool prompts."""
+
+
+def tool_use_system_prompt(split: Split, compact: bool) -> str:
+    """The system prompt listing a generator split's tools ("train" or "heldout")."""
+    with tempfile.TemporaryDirectory(prefix="posttrain-tools-") as tmp:
+        schemas = build_registry(split, Path(tmp)).schemas()
+    return system_prompt(schemas, compact)
+
+
+def with_system_prompt(rows: list[dict], text: str) -> list[dict]:
+    """Copies of tool_use rows whose system message reads `text` (the rows carry the full prompt)."""
+    out = []
+    for row in rows:
+        prompt = [dict(m) for m in row["prompt"]]
+        if prompt and prompt[0]["role"] == "system":
+            prompt[0]["content"] = text
+        out.append({**row, "prompt": prompt})
+    return out
+
+
+def select_episodes(rows: Sequence[dict], episodes: int) -> list[dict]:
+    """All rows of the first `episodes` complete episodes (rows are generated episode by episode)."""
+    by_ep: dict[int, list[dict]] = {}
+    for row in rows:
+        by_ep.setdefault(row["episode"], []).append(row)
+    complete = [rs for rs in by_ep.values() if rs[-1]["gold"] is None]  # ends with its Final Answer
+    return [r for rs in complete[:episodes] for r in rs]
+
+
+def tool_use_episode_rows(split: Split, seed: int, episodes: int, compact: bool) -> list[dict]:
+    """All rows of `episodes` whole episodes of a generator split, with the chosen system prompt."""
+    n = episodes * 4 + 8
+    while True:
+        rows = select_episodes(generate_tool_use_data(n, seed, split), episodes)
+        if len({r["episode"] for r in rows}) >= episodes:
+            return with_system_prompt(rows, tool_use_system_prompt(split, compact))
+        n *= 2
+
+
+def tool_use_first_turns(split: Split, seed: int, episodes: int, compact: bool) -> list[dict]:
+    """The step-0 rows (prompt alone, gold first turn, gold answer) of `episodes` episodes."""
+    return [r for r in tool_use_episode_rows(split, seed, episodes, compact) if r["step"] == 0]
+
+
+def evaluate_tool_use(
+    generate: Generate, rows: Sequence[dict], split: Split, max_steps: int
+) -> tuple[dict[str, Figure], list[dict]]:
+    """Run every episode that starts at a step-0 row of `rows` freely through the ReAct loop with a
+    `split`'s tools ("train" or "heldout"); score its first turn (`TOOL_USE_METRICS`) and its end
+    (`task_accuracy`). Returns figures and one record per episode.
+
+    Only first turns are scored per turn: a later prompt would hold gold turns in its history,
+    which a base model copies in context, so its format numbers would measure the history and not
+    the model. Multi-step skill shows in `task_accuracy`. A fresh calendar per call keeps one
+    model's writes out of the next one's evaluation.
+    """
+    starts = [r for r in rows if r["step"] == 0]
+    with tempfile.TemporaryDirectory(prefix="posttrain-eval-") as tmp:
+        registry = build_registry(split, Path(tmp))
+        episodes = run_react([r["prompt"] for r in starts], registry, generate, max_steps)
+        first = [ep.steps[0].raw for ep in episodes]
+        figs = tool_use_turn_metrics(first, starts, registry)
+    solved = [
+        ep.status == "final" and answer_matches(ep.final_answer, r["gold_answer"])
+        for r, ep in zip(starts, episodes, strict=True)
+    ]
+    figs["task_accuracy"] = figure(solved)
+    records = [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "expected": r["completion"],
+            "first_turn": text,
+            "steps": episode_record(ep),
+            "status": ep.status,
+            "final_answer": ep.final_answer,
+            "gold_answer": r["gold_answer"],
+            "solved": ok,
+        }
+        for r, ep, text, ok in zip(starts, episodes, first, solved, strict=True)
+    ]
+    return figs, records
+
+
+def _round_robin(rows: list[dict], key: str) -> list[dict]:
+    """Rows interleaved across their `key` values (first of each, then second of each, ...), so a
+    capped selection covers every defect, rare ones (a tool call where none is needed) included."""
+    groups: dict[Any, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    out = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+class ToolUseAlign:
+    """The tool_use task of `posttrain align` (seed 004): calculator, search and calendar tools."""
+
+    name = "tool_use"
+    headline = ("indist", "task_accuracy")
+    split_titles = {
+        "indist": "tool_use, in-distribution (training tools, new values)",
+        "heldout": "tool_use, held-out tools and templates",
+    }
+    plot_metrics = (
+        "full_compliance",
+        "json_validity",
+        "thought_prefix_rate",
+        "argument_accuracy",
+        "task_accuracy",
+    )
+
+    def derived_seeds(self, data_seed: int) -> dict[str, int]:
+        return {}
+
+    def training_data(
+        self,
+        *,
+        rows: int,
+        demos: int,
+        val_rows: int,
+        seed: int,
+        compact: bool,
+        synthetic_pairs: int,
+        min_margin: float,
+    ) -> TrainingData:
+        """Whole training episodes as SFT conversations; preference rows (one defect each, every
+        defect in turn) as synthetic pairs. `demos` and `min_margin` do not apply."""
+        system = tool_use_system_prompt("train", compact)
+        data = with_system_prompt(generate_tool_use_data(rows, seed, "train"), system)
+        by_episode: dict[int, dict] = {}
+        for row in data:  # the last row of an episode holds every earlier turn in its prompt
+            by_episode[row["episode"]] = row
+        conversations: list[Conversation] = [
+            r["prompt"] + [_assistant(r["completion"])] for r in by_episode.values()
+        ]
+        val_n = min(val_rows, len(conversations) // 5)
+        synthetic = [
+            {
+                "source": "synthetic",
+                "id": r["id"],
+                "defect": r["defect"],
+                "prompt": r["prompt"],
+                "chosen": [_assistant(r["chosen"])],
+                "rejected": [_assistant(r["rejected"])],
+            }
+            for r in _round_robin([r for r in data if r["kind"] == "preference"], key="defect")
+        ][:synthetic_pairs]
+        return TrainingData(
+            system=system,
+            sft_train=conversations[: len(conversations) - val_n],
+            sft_val=conversations[len(conversations) - val_n :],
+            synthetic_pairs=synthetic,
+        )
+
+    def rollout_prompts(self, n: int, seed: int, compact: bool) -> list[dict[str, Any]]:
+        rows = tool_use_first_turns("train", seed, n, compact)
+        return [{"id": r["id"], "prompt": r["prompt"], "gold_answer": r["gold_answer"]} for r in rows]
+
+    def rollouts(
+        self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str
+    ) -> list[dict[str, Any]]:
+        """Episodes on the training tools (a fresh calendar per batch), rewarded by
+        `tool_use_trajectory_reward`."""
+        with tempfile.TemporaryDirectory(prefix="posttrain-rollouts-") as tmp:
+            registry = build_registry("train", Path(tmp))
+            episodes = run_react([p["prompt"] for p in prompts], registry, generate, max_steps)
+        traces = []
+        for p, ep in zip(prompts, episodes, strict=True):
+            reward = tool_use_trajectory_reward(ep, p["gold_answer"])
+            traces.append(
+                {
+                    "prompt_id": p["id"],
+                    "policy": policy,
+                    "prompt": p["prompt"],
+                    "messages": ep.messages[len(p["prompt"]) :],
+                    "steps": episode_record(ep),
+                    "num_tool_calls": len(ep.tool_calls),
+                    "status": ep.status,
+                    "final_answer": ep.final_answer,
+                    "gold_answer": p["gold_answer"],
+                    "correct": ep.status == "final" and answer_matches(ep.final_answer, p["gold_answer"]),
+                    "reward": {"total": round(reward, 4)},
+                }
+            )
+        return traces
+
+    def trajectory_stats(self, traces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return trajectory_stats(traces, calls_2_to_5=False)
+
+    def eval_size(self, episodes: int, scenarios: int) -> int:
+        return episodes
+
+    def eval_sets(self, seed: int, size: int, compact: bool) -> dict[str, Any]:
+        """{indist, heldout}: first-turn rows of `size` episodes each."""
+        return {s: tool_use_first_turns(g, seed, size, compact) for s, g in TOOL_SPLITS.items()}
+
+    def evaluate(
+        self, generate: Generate, sets: dict[str, Any], max_steps: int, compact: bool
+    ) -> tuple[dict[str, dict[str, Figure]], dict[str, list[dict[str, Any]]]]:
+        """`evaluate_tool_use` per split; the rows carry their own system prompt."""
+        figs: dict[str, dict[str, Figure]] = {}
+        records: dict[str, list[dict[str, Any]]] = {}
+        for split, rows in sets.items():
+            figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
+        return figs, records
+
+    def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:
+        return {}
