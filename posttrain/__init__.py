@@ -31,6 +31,14 @@ _EXPORTS = {
     "LocalExecutor": "posttrain.executors",
     "RayExecutor": "posttrain.executors",
     "make_executor": "posttrain.executors",
+    "Tool": "posttrain.toolcall",
+    "ToolCall": "posttrain.toolcall",
+    "ToolRegistry": "posttrain.toolcall",
+    "load_tools": "posttrain.toolcall",
+    "parse_response": "posttrain.toolcall",
+    "format_system_prompt": "posttrain.toolcall",
+    "render_tools": "posttrain.toolcall",
+    "validate_args": "posttrain.toolcall",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@ Constrained JSON is compact (no free whitespace) and numbers without a `multiple
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -156,6 +156,7 @@ def sample(
     grammar: str | None = None,
     lltok: Any = None,
     stop: Sequence[str] = (),
+    on_token: Callable[[list[int]], None] | None = None,
 ) -> Sample:
     """Sample up to `max_new_tokens` after `prompt_ids`; greedy when `temperature` is 0.
 
@@ -163,6 +164,8 @@ def sample(
     (from `grammar_tokenizer`, built here when None) is required to track it; generation ends
     when the grammar is complete. `stop` strings end the text before their first occurrence, as
     OpenAI's `stop` does. The model runs in eval mode and gets its training mode back.
+    `on_token` sees the kept tokens after each step (for streaming; an exception it raises stops
+    the generation and propagates).
     """
     import torch
 
@@ -209,6 +212,8 @@ def sample(
                     finish = "stop"
                     break
                 out.append(token)
+                if on_token is not None:
+                    on_token(out)
                 if stop and _cut_at_stop(decode(out[-window:]), stop) is not None:
                     finish = "stop"
                     break

@@ -52,12 +52,19 @@ def serve(
     served_model_name: Annotated[
         str | None, typer.Option(help="Name clients send as `model` (default: adapter path, else --model).")
     ] = None,
+    tool_prompt: Annotated[
+        str,
+        typer.Option(
+            "--tool-prompt",
+            help="How request tools reach the model: compact (what align and quickstart train on) or full.",
+        ),
+    ] = "compact",
 ) -> None:
-    """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output;
-    one request at a time."""
+    """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
+    tool calls and streaming; one request at a time."""
     from posttrain.pipelines.serve import run_serve
 
-    run_serve(model, adapter, host, port, served_model_name)
+    run_serve(model, adapter, host, port, served_model_name, tool_prompt)
 
 
 def eval_(
@@ -77,8 +84,21 @@ def eval_(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write figures + records as JSON.")
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="tool_use: your rows (JSONL/JSON/CSV: messages|prompt, tools?, gold) instead of the "
+            "built-in splits; scored by AST accuracy.",
+        ),
+    ] = None,
+    tools: Annotated[
+        Path | None,
+        typer.Option("--tools", help="With --data: tool specs (JSON/JSONL/YAML) for rows without their own."),
+    ] = None,
 ) -> None:
-    """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI."""
+    """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
+    with --data, on your own tool-use rows."""
     from posttrain.pipelines.evaluate import run_eval
 
     result = run_eval(
@@ -92,6 +112,8 @@ def eval_(
         batch_size=batch_size,
         seed=seed,
         output=output,
+        data=data,
+        tools=tools,
     )
     console.print(result["table"])
     if output is not None:

@@ -4,6 +4,10 @@ The same runners as `posttrain align`'s last stage (`tasks.align`), on data draw
 `seed` (1000 by default, the seed `align` holds out too), so numbers are comparable with an align
 run's table. Every figure comes with n and a bootstrap 95% CI; tool_use reports the
 in-distribution split and the held-out-tools split separately.
+
+With `data` (tool_use only), the model instead answers a user's own rows, each with its tools and
+BFCL-shaped gold (`tasks.tool_use.user_eval`): one greedy turn per row, scored by AST accuracy and
+its companion figures.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from posttrain.rundir import adapter_meta
 from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
+from posttrain.tasks.tool_use.user_eval import read_eval_items, user_eval_conversations, user_eval_figures
 
 SPLITS = {"tool_use": ("indist", "heldout"), "meetings": ("heldout",)}
 MAJORITY_SAMPLE = 1000  # training-distribution scenarios whose majority class is the baseline
@@ -39,6 +44,8 @@ def run_eval(
     data_seed: int = 42,
     compact_prompt: bool | None = None,
     output: Path | None = None,
+    data: Path | None = None,
+    tools: Path | None = None,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -47,9 +54,19 @@ def run_eval(
     (meetings). The prompt variant (compact or full system prompt) defaults to the one the adapter
     was trained with (its posttrain.json), else compact. The meetings majority baseline is the
     majority class of `MAJORITY_SAMPLE` training-distribution scenarios drawn with `data_seed`.
+
+    With `data`, `run_eval_data` runs instead (`tools`: a file of specs for rows without their own).
     """
     if task not in SPLITS:
         raise PosttrainError(f"--task must be one of {', '.join(SPLITS)}, got '{task}'")
+    if data is not None:
+        if task != "tool_use":
+            raise PosttrainError(f"--data is for --task tool_use, got '{task}'")
+        return run_eval_data(
+            data, tools, model, adapter, max_new_tokens=max_new_tokens, batch_size=batch_size, output=output
+        )
+    if tools is not None:
+        raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
     if split != "all" and split not in SPLITS[task]:
         raise PosttrainError(
             f"--split for {task} must be all or one of {', '.join(SPLITS[task])}, got '{split}'"
@@ -87,6 +104,50 @@ def run_eval(
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
+    }
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({**out, "records": records}, indent=2, default=str))
+    return out
+
+
+def run_eval_data(
+    data: Path,
+    tools: Path | None,
+    model: str | None,
+    adapter: Path | None,
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    output: Path | None = None,
+) -> dict[str, Any]:
+    """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
+    companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
+    with `output`, also writes them and every row's record as JSON.
+
+    Every row is checked before the model loads, so a bad row costs nothing and writes nothing.
+    """
+    shared = None
+    if tools is not None:
+        from posttrain.toolcall import load_tools
+
+        shared = load_tools(tools)
+    items = read_eval_items(data, shared)
+    meta = adapter_meta(adapter)
+    spec = model or meta.get("base_model") or DEFAULT_MODEL
+    llm, tok = load_for_inference(spec, adapter)
+    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items))
+    figures, records = user_eval_figures(replies, items)
+    name = "adapter" if adapter else "base"
+    results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
+    out: dict[str, Any] = {
+        "task": "tool_use",
+        "model": spec,
+        "adapter": str(adapter) if adapter else None,
+        "data": str(data),
+        "tools": str(tools) if tools else None,
+        "figures": flat(figures, n=len(items)),
+        "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
     }
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

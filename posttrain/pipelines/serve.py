@@ -15,10 +15,18 @@ it unchanged. What a caller must know:
   `seed` makes a request reproducible; `n` choices come from one seeded generator in turn.
   `max_tokens` defaults to, and is capped at, what is left of the model's context; messages
   that fill the context alone are refused (400 `context_length_exceeded`).
+- Tools (`tools`, `tool_choice`): listed in the system prompt the adapter was trained on, the
+  reply parsed from the Thought→Action format into `tool_calls` (see `serve_tools`). "auto"
+  lets the model choose; "required" and a named tool force one call of an offered tool with
+  constrained decoding; "none" never returns `tool_calls`. One call per turn
+  (`parallel_tool_calls` is accepted and has no effect).
+- `stream: true` sends Server-Sent Events in OpenAI's chunk format; plain text as it is
+  sampled, a turn with tools as one delta once it is whole (see `serve_stream`).
 - Errors have OpenAI's shape `{"error": {"message", "type", "param", "code"}}`: 400 for any
-  invalid request (validation included, as OpenAI and vLLM answer), 404 `model_not_found`
-  for a model name this server does not serve. Streaming, tools, logprobs, logit_bias and
-  penalties are refused with 400 rather than silently ignored.
+  invalid request (validation included, as OpenAI and vLLM answer; a bad tool spec names
+  `tools.<i>.function.<field>`), 404 `model_not_found` for a model name this server does not
+  serve. The legacy `functions`, logprobs, logit_bias and penalties are refused with 400
+  rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -30,16 +38,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from posttrain.constrained import (
+    Sample,
     SchemaError,
     chat_prompt_ids,
     context_length,
@@ -48,164 +58,47 @@ from posttrain.constrained import (
     sample,
 )
 from posttrain.errors import PosttrainError
+from posttrain.pipelines.serve_schema import (
+    APIError,
+    ChatRequest,
+    NamedToolChoice,
+    refuse_unsupported,
+    validation_error,
+)
+from posttrain.pipelines.serve_stream import TextStream, completion_chunks, sse_response, text_chunks
+from posttrain.pipelines.serve_tools import (
+    OBSERVATION,
+    ToolPrompt,
+    choice_name,
+    forced_call_grammar,
+    render_messages,
+    reply_message,
+    request_registry,
+)
+from posttrain.toolcall import ToolRegistry
 
-MAX_N = 16  # choices per request; each is a full generation under the lock
-MAX_STOP = 4  # OpenAI's limit on stop strings
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
 
 
-# ---------------------------------------------------------------- the wire format
-
-
-class _Wire(BaseModel):
-    # OpenAI clients send many optional fields (user, metadata, store, stream_options, ...) that
-    # do not change the answer; they are ignored, as OpenAI and vLLM do. Fields that would change
-    # the answer are declared below and refused when set (`_refuse_unsupported`).
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class ChatMessage(_Wire):
-    """One turn. Text content parts are joined with newlines; `developer` is sent as `system`."""
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[Any] | None = None
-
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role in ("tool", "function"):
-            raise ValueError(f"'{role}' messages are not supported: posttrain serve has no tool calling")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise ValueError(f"'{role}' is not a role (use system, developer, user or assistant)")
-        return role
-
-    @field_validator("content")
-    @classmethod
-    def _text_parts(cls, content: str | list[dict[str, Any]] | None) -> str | None:
-        if not isinstance(content, list):
-            return content
-        texts = []
-        for part in content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError(f"only text content parts are supported, got type '{part.get('type')}'")
-            texts.append(part["text"])
-        return "\n".join(texts)
-
-    @model_validator(mode="after")
-    def _has_text(self) -> ChatMessage:
-        if self.tool_calls:
-            raise ValueError("tool_calls are not supported: posttrain serve has no tool calling")
-        if self.content is None:
-            raise ValueError(f"a {self.role} message needs content")
-        return self
-
-    def for_template(self) -> dict[str, str]:
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": str(self.content)}
-
-
-class JSONSchemaFormat(_Wire):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="OpenAI's rule: a-z, 0-9, _ or -.")
-    description: str | None = None
-    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
-    strict: bool | None = Field(None, description="Accepted; the schema is always enforced.")
-
-
-class ResponseFormat(_Wire):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("type 'json_schema' needs a json_schema object: {name, schema, strict}")
-        return self
-
-
-class ChatRequest(_Wire):
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1, description="Wins over max_tokens.")
-    n: int | None = Field(None, ge=1, le=MAX_N)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
-    response_format: ResponseFormat | None = None
-    # Declared only to be refused: each would change the answer.
-    stream: bool | None = None
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    logit_bias: dict[str, float] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(stops)}")
-        if any(s == "" for s in stops):
-            raise ValueError("stop strings must not be empty")
-        return stops
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's shape; `param` names the request field at fault."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def response(self) -> JSONResponse:
-        body = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
-
-
-def _refuse_unsupported(req: ChatRequest) -> None:
-    refused = {
-        "stream": (req.stream, "streaming is not supported: send stream=false (or leave it out)"),
-        "tools": (req.tools, "tools are not supported: posttrain serve has no tool calling"),
-        "functions": (req.functions, "functions are not supported: posttrain serve has no tool calling"),
-        "logprobs": (req.logprobs, "logprobs are not supported"),
-        "top_logprobs": (req.top_logprobs, "top_logprobs are not supported"),
-        "logit_bias": (req.logit_bias, "logit_bias is not supported"),
-        "presence_penalty": (req.presence_penalty, "presence_penalty is not supported (send 0)"),
-        "frequency_penalty": (req.frequency_penalty, "frequency_penalty is not supported (send 0)"),
-    }
-    for param, (value, message) in refused.items():
-        if value:  # None, False, 0, [] and {} mean "not used"
-            raise APIError(400, message, param)
-
-
-def _validation_error(exc: RequestValidationError) -> APIError:
-    """FastAPI's 422 detail as one OpenAI-style 400 message naming the fields."""
-    parts, first_param = [], None
-    for err in exc.errors()[:3]:
-        if err.get("type") == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "")
-            return APIError(400, f"the request body is not valid JSON: {reason}".rstrip(": "))
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
-        first_param = first_param or param
-        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        parts.append(f"{param}: {msg}" if param else msg)
-    return APIError(400, "; ".join(parts) or "invalid request", first_param)
-
-
 # ---------------------------------------------------------------- the app
+
+
+@dataclass
+class Plan:
+    """A validated request, ready to sample: everything decided before the first token."""
+
+    id: str
+    created: int
+    prompt: list[int]
+    max_new: int
+    n: int
+    temperature: float
+    top_p: float
+    generator: Any
+    grammar: str | None
+    stop: list[str]
+    registry: ToolRegistry | None
+    choice: str
 
 
 class ChatService:
@@ -215,8 +108,11 @@ class ChatService:
     cannot read (not a fast tokenizer) still serves plain text and answers JSON requests 400.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, model_name: str, tool_prompt: ToolPrompt = "compact"
+    ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.tool_prompt = tool_prompt
         self.lock = threading.Lock()
         self.max_context = context_length(model)
         try:
@@ -224,23 +120,30 @@ class ChatService:
         except (ValueError, PosttrainError) as exc:
             self.lltok, self.lltok_problem = None, str(exc)
 
-    def grammar_for(self, fmt: ResponseFormat | None) -> str | None:
+    def _need_lltok(self, param: str) -> Any:
+        if self.lltok is None:
+            raise APIError(400, f"{param} needs constrained decoding: {self.lltok_problem}", param)
+        return self.lltok
+
+    def grammar_for(self, req: ChatRequest, registry: ToolRegistry | None, choice: str) -> str | None:
+        if registry is not None and choice in ("required", "named"):
+            only = req.tool_choice.function.name if isinstance(req.tool_choice, NamedToolChoice) else None
+            return forced_call_grammar(registry, only, self._need_lltok("tool_choice"))
+        fmt = req.response_format
         if fmt is None or fmt.type == "text":
             return None
-        if self.lltok is None:
-            message = f"response_format needs constrained decoding: {self.lltok_problem}"
-            raise APIError(400, message, "response_format")
+        lltok = self._need_lltok("response_format")
         schema = fmt.json_schema.schema_ if fmt.json_schema is not None else {"type": "object"}
         try:
-            return json_schema_grammar(schema, self.lltok)
+            return json_schema_grammar(schema, lltok)
         except SchemaError as exc:
             raise APIError(400, f"invalid JSON schema: {exc}", "response_format.json_schema.schema") from exc
 
-    def prompt_for(self, req: ChatRequest) -> list[int]:
+    def prompt_for(self, messages: list[dict[str, str]]) -> list[int]:
         import jinja2
 
         try:
-            return chat_prompt_ids(self.tokenizer, [m.for_template() for m in req.messages])
+            return chat_prompt_ids(self.tokenizer, messages)
         except jinja2.TemplateError as exc:  # e.g. "roles must alternate user/assistant"
             message = f"the model's chat template rejected the messages: {exc}"
             raise APIError(400, message, "messages") from exc
@@ -262,59 +165,110 @@ class ChatService:
         # finish_reason "length" where the context does.
         return min(wanted or room, room)
 
-    def complete(self, req: ChatRequest) -> dict[str, Any]:
-        """The chat.completion object for `req`; raises APIError for what the request got wrong."""
+    def plan(self, req: ChatRequest) -> Plan:
+        """Validate `req` against this server and turn it into a Plan; raises APIError."""
         import torch
 
-        _refuse_unsupported(req)
+        refuse_unsupported(req)
         if req.model != self.model_name:
             raise _unknown_model(req.model, self.model_name)
-        grammar = self.grammar_for(req.response_format)
+        registry, choice = request_registry(req), choice_name(req)
+        messages = render_messages(req.messages, registry, self.tool_prompt)
+        grammar = self.grammar_for(req, registry, choice)
         seed = req.seed if req.seed is not None else secrets.randbits(63)
-        generator = torch.Generator().manual_seed(seed % 2**64)
-        temperature = 1.0 if req.temperature is None else req.temperature
-        top_p = 1.0 if req.top_p is None else req.top_p
+        # A trained agent goes on to imagine the tool's answer; the client has the real one.
+        stop = list(req.stop or [])  # the validator turns a string into a list; None stays None
+        if registry is not None and grammar is None:
+            stop.append(OBSERVATION)
         # The tokenizer too: a HF fast tokenizer shared across threads can raise "Already borrowed".
         with self.lock:
-            prompt = self.prompt_for(req)
-            max_new = self.budget(req, len(prompt))
-            samples = [
-                sample(
+            prompt = self.prompt_for(messages)
+        return Plan(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            prompt=prompt,
+            max_new=self.budget(req, len(prompt)),
+            n=req.n or 1,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            generator=torch.Generator().manual_seed(seed % 2**64),
+            grammar=grammar,
+            stop=stop,
+            registry=registry,
+            choice=choice,
+        )
+
+    def run(self, plan: Plan, stream: TextStream | None = None) -> list[Sample]:
+        """The plan's n samples, one after another from one seeded generator, under the lock."""
+        samples = []
+        with self.lock:
+            for i in range(plan.n):
+                if stream is not None:
+                    stream.start(i)
+                result = sample(
                     self.model,
                     self.tokenizer,
-                    prompt,
-                    max_new_tokens=max_new,
-                    temperature=temperature,
-                    top_p=top_p,
-                    generator=generator,
-                    grammar=grammar,
+                    plan.prompt,
+                    max_new_tokens=plan.max_new,
+                    temperature=plan.temperature,
+                    top_p=plan.top_p,
+                    generator=plan.generator,
+                    grammar=plan.grammar,
                     lltok=self.lltok,
-                    stop=req.stop or [],
+                    stop=plan.stop,
+                    on_token=None if stream is None else partial(stream.token, i),
                 )
-                for _ in range(req.n or 1)
-            ]
+                if stream is not None:
+                    stream.done(i, result)
+                samples.append(result)
+        return samples
+
+    def completion(self, plan: Plan, samples: list[Sample]) -> dict[str, Any]:
+        """The chat.completion object: plain text, or with tools the parsed turn (`serve_tools`)."""
+        choices = []
+        for i, s in enumerate(samples):
+            message: dict[str, Any] = {"role": "assistant", "content": s.text, "refusal": None}
+            finish: str | None = None
+            if plan.registry is not None:
+                message, finish = reply_message(s.text, plan.registry, plan.choice)
+            choice = {
+                "index": i,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish or s.finish_reason,
+            }
+            choices.append(choice)
         completion_tokens = sum(s.tokens for s in samples)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": plan.id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": plan.created,
             "model": self.model_name,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": s.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": s.finish_reason,
-                }
-                for i, s in enumerate(samples)
-            ],
+            "choices": choices,
             "usage": {
-                "prompt_tokens": len(prompt),
+                "prompt_tokens": len(plan.prompt),
                 "completion_tokens": completion_tokens,
-                "total_tokens": len(prompt) + completion_tokens,
+                "total_tokens": len(plan.prompt) + completion_tokens,
             },
             "system_fingerprint": None,
         }
+
+    def complete(self, req: ChatRequest) -> dict[str, Any]:
+        """The chat.completion object for `req`; raises APIError for what the request got wrong."""
+        plan = self.plan(req)
+        return self.completion(plan, self.run(plan))
+
+    def stream(self, req: ChatRequest) -> StreamingResponse:
+        """`stream: true`: validated first (errors keep their status), then Server-Sent Events."""
+        plan = self.plan(req)
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        if plan.registry is not None:  # a turn is a call or not only once it is whole
+            return sse_response(completion_chunks(self.completion(plan, self.run(plan)), usage))
+        head = {"id": plan.id, "created": plan.created, "model": self.model_name, "system_fingerprint": None}
+        text = TextStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), plan.stop)
+        return sse_response(
+            text_chunks(head, text, lambda: self.completion(plan, self.run(plan, text)), usage)
+        )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -326,7 +280,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+        return validation_error(exc).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -342,15 +296,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return APIError(500, message, kind="server_error").response()
 
 
-def create_app(model: Any, tokenizer: Any, model_name: str) -> FastAPI:
+def create_app(model: Any, tokenizer: Any, model_name: str, tool_prompt: ToolPrompt = "compact") -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
+
+    `tool_prompt` is the system prompt tools are listed in: the one the adapter was trained on
+    ("compact" for `posttrain align` and the quickstart, "full" for `posttrain data tool-use`).
 
     Requests are generated one at a time; the model is never trained or moved. Run it with
     uvicorn (`run_serve`), or in a thread for tests (`serve_in_thread`).
     """
     app = FastAPI(title="posttrain serve", description="OpenAI-compatible chat completions.")
     _install_error_handlers(app)
-    service = ChatService(model, tokenizer, model_name)
+    service = ChatService(model, tokenizer, model_name, tool_prompt)
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "posttrain"}
 
     @app.get("/health")
@@ -369,9 +326,9 @@ def create_app(model: Any, tokenizer: Any, model_name: str) -> FastAPI:
 
     # A plain `def`: FastAPI runs it in a worker thread, so the event loop keeps answering
     # /v1/models and /health while a generation holds the lock.
-    @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest) -> dict[str, Any]:
-        return service.complete(req)
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat_completions(req: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        return service.stream(req) if req.stream else service.complete(req)
 
     return app
 
@@ -437,12 +394,16 @@ def run_serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     served_model_name: str | None = None,
+    tool_prompt: ToolPrompt = "compact",
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
     The served name is `served_model_name`, else the adapter path as given, else the model spec;
     clients must send it as `model`. Binds before loading, so a taken port fails fast.
+    `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`).
     """
+    if tool_prompt not in ("compact", "full"):
+        raise PosttrainError(f"--tool-prompt must be compact or full, got '{tool_prompt}'")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second
     try:
         import uvicorn
@@ -456,7 +417,7 @@ def run_serve(
         base = model or (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
         llm, tok = load_for_inference(base, adapter)
         name = served_model_name or (str(adapter) if adapter is not None else base)
-        app = create_app(llm, tok, name)
+        app = create_app(llm, tok, name, tool_prompt)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base
         console.print(

@@ -1,6 +1,7 @@
 """Tools, the agent output format, its parser, and a batched ReAct loop.
 
-Below both tasks and agents: both use it, neither owns it, and it imports nothing of posttrain.
+Below both tasks and agents: both use it, neither owns it, and it imports nothing of posttrain but
+`errors` (a bad tools file is a `DataError`).
 
 The output format (after seed 004, with arguments as an object checked against the tool's schema):
 
@@ -24,10 +25,12 @@ optional `Thought: ...`. Whitespace around markers and trailing text after the c
 tolerated (the trailing text is not part of the turn; see `ParseResult.turn`). Markers are
 case-sensitive. Whichever of `Action:` / `Final Answer:` comes first decides the turn's type.
 
-Modules: `spec` (tools and the registry), `schema` (argument validation), `format` (prompt and
-turn renderers), `parse` (the parser), `react` (the loop and a Hugging Face `generate`).
+Modules: `spec` (tools and the registry), `files` (tools from a user's JSON / JSONL / YAML file),
+`schema` (JSON Schema checks of tools and arguments), `format` (prompt and turn renderers),
+`parse` (the parser), `react` (the loop and a Hugging Face `generate`).
 """
 
+from posttrain.toolcall.files import load_tools
 from posttrain.toolcall.format import (
     ACTION,
     FINAL,
@@ -35,10 +38,11 @@ from posttrain.toolcall.format import (
     format_call,
     format_final,
     format_system_prompt,
+    render_tools,
 )
 from posttrain.toolcall.parse import FAILURE_KINDS, FailureKind, ParseResult, ResultKind, parse_response
 from posttrain.toolcall.react import Episode, Generate, Step, hf_generate_fn, run_react
-from posttrain.toolcall.schema import validate_args
+from posttrain.toolcall.schema import check_parameters, validate_args
 from posttrain.toolcall.spec import MAX_OBSERVATION_CHARS, Tool, ToolCall, ToolRegistry
 
 __all__ = [
@@ -56,11 +60,14 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolRegistry",
+    "check_parameters",
     "format_call",
     "format_final",
     "format_system_prompt",
     "hf_generate_fn",
+    "load_tools",
     "parse_response",
+    "render_tools",
     "run_react",
     "validate_args",
 ]

@@ -14,17 +14,19 @@ MAX_OBSERVATION_CHARS = 1000
 
 @dataclass
 class Tool:
-    """A callable tool with an OpenAI / Hugging Face function schema.
+    """A tool with an OpenAI / Hugging Face function schema, and optionally its implementation.
 
     `parameters` is a JSON-schema object (`{"type": "object", "properties": ..., "required": ...}`).
     `fn` receives the validated arguments as keyword arguments and returns anything `json.dumps`
     accepts; exceptions it raises become `Error: ...` observations in `ToolRegistry.execute`.
+    `fn=None` is a spec-only tool: scoring a call needs only the schema, so evaluating on someone
+    else's functions does not require their code; executing it gives an `Error:` observation.
     """
 
     name: str
     description: str
     parameters: dict[str, Any]
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None = None
 
     def schema(self) -> dict[str, Any]:
         """The function schema, accepted unchanged by `apply_chat_template(tools=...)` and OpenAI."""
@@ -51,6 +53,7 @@ class ToolRegistry(Mapping[str, Tool]):
             self.register(tool)
 
     def register(self, tool: Tool) -> None:
+        """Add `tool`; a second tool of the same name is a `ValueError` (calls name tools)."""
         if tool.name in self._tools:
             raise ValueError(f"tool {tool.name!r} is already registered")
         self._tools[tool.name] = tool
@@ -65,6 +68,7 @@ class ToolRegistry(Mapping[str, Tool]):
         return len(self._tools)
 
     def schemas(self) -> list[dict[str, Any]]:
+        """Every tool's function schema, in registration order (for `tools=` of a chat template)."""
         return [tool.schema() for tool in self._tools.values()]
 
     def execute(self, call: ToolCall) -> str:
@@ -79,6 +83,8 @@ class ToolRegistry(Mapping[str, Tool]):
         problems = validate_args(tool.parameters, call.args)
         if problems:
             return f"Error: invalid arguments for {call.name}: {'; '.join(problems)}", False
+        if tool.fn is None:
+            return f"Error: tool {call.name!r} has no implementation (it is scored, never run)", False
         try:
             result = tool.fn(**call.args)
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)

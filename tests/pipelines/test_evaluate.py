@@ -94,3 +94,53 @@ def test_chat_with_tools_shows_each_step(tiny_spec, tmp_path):
     assert "step 1" in proc.stdout and "step 2" in proc.stdout
     assert "no_action" in proc.stdout or "no_thought" in proc.stdout
     assert "no Final Answer after 2 steps" in proc.stdout
+
+
+# ------------------------------------------------------------------ eval --data: a user's own rows
+
+_CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+_USER_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": _CITY}},
+    {"type": "function", "function": {"name": "get_time", "description": "Local time.", "parameters": _CITY}},
+]
+_USER_ROWS = [
+    {"prompt": "Weather in Paris?", "gold": [{"get_weather": {"city": ["Paris"]}}]},
+    {
+        "messages": [{"role": "user", "content": "Time in Oslo?"}],
+        "tools": _USER_TOOLS[1:],
+        "gold": [{"get_time": {"city": ["Oslo", "Oslo, Norway"]}}],
+    },
+    {"prompt": "Tell me a joke.", "gold": "no_call"},
+]
+
+
+def test_eval_cli_on_user_data_scores_ast_accuracy_with_n_and_ci(tiny_spec, tmp_path):
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
+    out = run_cli(*args, "--model", "tiny-random", "--max-new-tokens", "8", "-o", "eval.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ast_accuracy" in out.stdout and "| base |" in out.stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
+    figs = result["figures"]
+    assert figs["n"] == 3 and result["data"] == "items.jsonl"
+    assert figs["ast_accuracy_n"] == figs["must_call_rate_n"] == 2  # rows whose gold is a call
+    assert figs["irrelevance_accuracy_n"] == 1 and figs["format_validity_n"] == 3
+    assert figs["ast_accuracy"] == 0.0 and figs["format_validity"] == 0.0  # random model, no format
+    lo, hi = figs["format_validity_ci"]
+    assert lo <= figs["format_validity"] <= hi
+    assert [r["line"] for r in result["records"]] == [1, 2, 3]
+    assert all(isinstance(r["reply"], str) for r in result["records"])
+
+
+def test_eval_cli_bad_row_exits_2_naming_line_and_field_and_writes_nothing(tiny_spec, tmp_path):
+    rows = [*_USER_ROWS[1:], {"prompt": "Weather?", "tools": _USER_TOOLS, "gold": [{"get_weather": {}}, 3]}]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
+    out = run_cli(*args, "-o", "eval.json", cwd=tmp_path)
+    assert out.returncode == 2
+    assert 'items.jsonl:3: field "gold[1]" must be one call' in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "eval.json").exists()
+    with pytest.raises(PosttrainError, match="--data is for --task tool_use"):
+        run_eval("meetings", None, None, data=tmp_path / "items.jsonl")

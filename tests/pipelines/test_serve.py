@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ from posttrain.config.search_space import SearchSpace
 from posttrain.constrained import chat_prompt_ids
 from posttrain.inference import generate_batch
 from posttrain.models import load_for_inference
-from posttrain.pipelines.serve import create_app, serve_in_thread
 from tests.conftest import REPO, run_cli
+from tests.pipelines.conftest import SERVED_NAME
 
-NAME = "tiny-random"
+NAME = SERVED_NAME
 HI = [{"role": "user", "content": "Say hello."}]
 LR_OK = {
     "type": "object",
@@ -45,26 +44,6 @@ LR_OK = {
 
 def json_format(schema: dict[str, Any], name: str = "reply") -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-
-
-@pytest.fixture(scope="module")
-def served(tiny_spec: str) -> Iterator[tuple[str, Any, Any]]:
-    """(base URL, model, tokenizer): one uvicorn server for the whole module."""
-    import torch
-
-    torch.set_num_threads(1)
-    model, tokenizer = load_for_inference(tiny_spec)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-        for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "POSTTRAIN_AGENT_MODEL"):
-            mp.delenv(name, raising=False)
-        with serve_in_thread(create_app(model, tokenizer, NAME), startup_timeout=30) as url:
-            yield url, model, tokenizer
-
-
-@pytest.fixture(scope="module")
-def client(served: tuple[str, Any, Any]) -> openai.OpenAI:
-    return openai.OpenAI(base_url=served[0], api_key="x", max_retries=0, timeout=60)
 
 
 def chat(client: openai.OpenAI, **kwargs: Any) -> Any:
@@ -256,11 +235,12 @@ def test_openai_backend_gets_validated_agent_replies_without_fallback(
         ({"max_tokens": 0}, openai.BadRequestError, "max_tokens", "greater than or equal to 1"),
         ({"n": 100}, openai.BadRequestError, "n", "less than or equal to 16"),
         ({"stop": ["a", "b", "c", "d", "e"]}, openai.BadRequestError, "stop", "at most 4"),
-        ({"messages": [{"role": "tool", "content": "3", "tool_call_id": "c1"}]}, openai.BadRequestError,
-         "messages.0.role", "no tool calling"),
+        ({"messages": [{"role": "function", "content": "3", "name": "f"}]}, openai.BadRequestError,
+         "messages.0.role", "send 'tool' messages"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
          openai.BadRequestError, "messages.0.content", "only text content parts"),
-        ({"stream": True}, openai.BadRequestError, "stream", "streaming is not supported"),
+        ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, openai.BadRequestError,
+         "functions", "send tools"),
         ({"messages": [{"role": "user", "content": "hi " * 2100}]}, openai.BadRequestError, "messages",
          "maximum context length is 2048"),
         ({"model": "gpt-4o-mini"}, openai.NotFoundError, "model", "serves `tiny-random`"),

@@ -9,7 +9,8 @@ one tool with an `action` enum would make every argument conditional. Split "hel
 Modules: `tools/` (one per tool), `registry` (the tools of a split), `scoring` (answers and
 arguments against the gold), `plans` (episode planners), `defects` (rejected turns for
 preference pairs), `data` (rows and their JSONL files), `metrics` (the figures of a model's
-turns and the trajectory reward), `align` (the task as `posttrain align` runs it).
+turns and the trajectory reward), `align` (the task as `posttrain align` runs it), `user_eval`
+(a user's rows with their own tools and BFCL-shaped gold, and the AST-accuracy figures).
 """
 
 from posttrain.tasks.tool_use.align import (
@@ -30,7 +31,7 @@ from posttrain.tasks.tool_use.metrics import (
     tool_use_turn_metrics,
 )
 from posttrain.tasks.tool_use.registry import HELDOUT_TOOLS, TRAIN_TOOLS, Split, build_registry
-from posttrain.tasks.tool_use.scoring import answer_matches, arguments_match
+from posttrain.tasks.tool_use.scoring import NO_CALL, OMITTED, answer_matches, arguments_match, score_call
 from posttrain.tasks.tool_use.tools import (
     KB_PATH,
     SEED_EVENTS,
@@ -47,9 +48,21 @@ from posttrain.tasks.tool_use.tools import (
     search_ids,
     weather,
 )
+from posttrain.tasks.tool_use.user_eval import (
+    USER_EVAL_METRICS,
+    EvalItem,
+    read_eval_items,
+    score_reply,
+    user_eval_conversations,
+    user_eval_figures,
+)
 
 __all__ = [
     "DEFECTS",
+    "NO_CALL",
+    "OMITTED",
+    "USER_EVAL_METRICS",
+    "EvalItem",
     "HELDOUT_TOOLS",
     "KB_PATH",
     "SEED_EVENTS",
@@ -73,6 +86,9 @@ __all__ = [
     "load_kb",
     "load_weather",
     "read_tool_use_data",
+    "read_eval_items",
+    "score_call",
+    "score_reply",
     "score_turn",
     "search",
     "search_ids",
@@ -81,6 +97,8 @@ __all__ = [
     "tool_use_system_prompt",
     "tool_use_trajectory_reward",
     "tool_use_turn_metrics",
+    "user_eval_conversations",
+    "user_eval_figures",
     "weather",
     "with_system_prompt",
     "write_tool_use_data",
