@@ -34,7 +34,12 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     tools: Annotated[
-        str | None, typer.Option("--tools", help="tool_use: run the task's tools live, showing each step.")
+        str | None,
+        typer.Option(
+            "--tools",
+            help="tool_use (the task's tools) or a file of OpenAI function specs whose entry_point "
+            "(module:function) runs each tool; every step is shown.",
+        ),
     ] = None,
     max_steps: Annotated[int, typer.Option(help="With --tools: ReAct steps per reply.")] = 6,
 ) -> None:

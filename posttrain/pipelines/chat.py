@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from posttrain.errors import DataError, PosttrainError
 from posttrain.inference import generate_batch
@@ -90,16 +95,24 @@ def run_chat(
     """Read-eval-print loop over stdin; keeps the conversation until /reset.
 
     With `tools="tool_use"` every reply runs the ReAct loop over the tool_use tools (calculator,
-    search, calendar, unit_converter, weather) and prints each step as it happens.
+    search, calendar, unit_converter, weather) and prints each step as it happens; with a file
+    of OpenAI function specs (`posttrain.toolcall.load_tools`) it runs the user's tools, each
+    through its `entry_point` (`module:function`; a tool without one answers that it cannot run).
     """
     from rich.console import Console
 
     console = Console()
+    user_tools = None
     if tools is not None and tools != "tool_use":
-        raise PosttrainError(f"--tools {tools}: the available tool set is tool_use")
+        from posttrain.toolcall import load_tools
+
+        user_tools = load_tools(tools)  # a bad file fails here, before the model loads
     llm, tok = load_for_inference(_base_for(model, adapter), adapter)
     if tools is not None:
-        _tool_chat(console, llm, tok, _prompt_variant(adapter), max_new_tokens, system, max_steps)
+        with _tool_registry(user_tools) as (registry, label, default_system):
+            compact = _prompt_variant(adapter)
+            prompt = system or default_system(compact)
+            _tool_chat(console, llm, tok, registry, label, prompt, max_new_tokens, max_steps)
         return
     history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     start = list(history)
@@ -135,51 +148,70 @@ def _prompt_variant(adapter: Path | None) -> bool:
     return bool(json.loads(meta.read_text()).get("compact_prompt", True))
 
 
-def _tool_chat(
-    console: Any, llm: Any, tok: Any, compact: bool, max_new_tokens: int, system: str | None, max_steps: int
-) -> None:
-    import tempfile
+@contextlib.contextmanager
+def _tool_registry(user_tools: list[Any] | None) -> Iterator[tuple[Any, str, Any]]:
+    """(registry, label, system prompt by prompt variant): the user's tools, else tool_use's
+    held-out tools with their calendar in a temporary folder."""
+    from posttrain.toolcall import ToolRegistry, format_system_prompt
 
-    from posttrain.inference import generator
+    if user_tools is not None:
+        yield ToolRegistry(user_tools), "your tools", lambda compact: format_system_prompt(user_tools)
+        return
     from posttrain.tasks.tool_use import build_registry, tool_use_system_prompt
+
+    with tempfile.TemporaryDirectory(prefix="posttrain-chat-") as tmp:
+        yield (
+            build_registry("heldout", Path(tmp)),
+            "tool_use",
+            lambda compact: tool_use_system_prompt("heldout", compact),
+        )
+
+
+def _tool_chat(
+    console: Any,
+    llm: Any,
+    tok: Any,
+    registry: Any,
+    label: str,
+    system: str,
+    max_new_tokens: int,
+    max_steps: int,
+) -> None:
+    from posttrain.inference import generator
     from posttrain.toolcall import run_react
 
     generate = generator(llm, tok, max_new_tokens, batch_size=1)
-    start = [{"role": "system", "content": system or tool_use_system_prompt("heldout", compact)}]
+    start = [{"role": "system", "content": system}]
     history = list(start)
-    console.print("[dim]posttrain chat --tools tool_use: /reset clears the history, /quit leaves[/]")
-    with tempfile.TemporaryDirectory(prefix="posttrain-chat-") as tmp:
-        registry = build_registry("heldout", Path(tmp))
-        while True:
-            try:
-                line = console.input("[bold]you> [/]").strip()
-            except EOFError:
+    console.print(f"[dim]posttrain chat with {escape(label)} ({', '.join(registry)}): /reset, /quit[/]")
+    while True:
+        try:
+            line = console.input("[bold]you> [/]").strip()
+        except EOFError:
+            break
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            history = list(start)
+            console.print("[dim]history cleared[/]")
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        for step in range(1, max_steps + 1):
+            # One step at a time, so each tool call shows up as it happens; a malformed turn
+            # goes back to the model as an error observation instead of ending the reply.
+            episode = run_react([history], registry, generate, 1, on_parse_failure="continue")[0]
+            history = episode.messages
+            _show_step(console, step, episode.steps[0])
+            if episode.status == "final":
+                console.print(f"[bold cyan]model>[/] {episode.final_answer}")
                 break
-            if line in ("/quit", "/exit"):
-                break
-            if line == "/reset":
-                history = list(start)
-                console.print("[dim]history cleared[/]")
-                continue
-            if not line:
-                continue
-            history.append({"role": "user", "content": line})
-            for step in range(1, max_steps + 1):
-                # One step at a time, so each tool call shows up as it happens; a malformed turn
-                # goes back to the model as an error observation instead of ending the reply.
-                episode = run_react([history], registry, generate, 1, on_parse_failure="continue")[0]
-                history = episode.messages
-                _show_step(console, step, episode.steps[0])
-                if episode.status == "final":
-                    console.print(f"[bold cyan]model>[/] {episode.final_answer}")
-                    break
-            else:
-                console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
+        else:
+            console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
 
 
 def _show_step(console: Any, number: int, step: Any) -> None:
-    from rich.markup import escape
-
     parse = step.parse
     head = f"[dim]step {number}[/]"
     if parse.kind in ("call", "final"):

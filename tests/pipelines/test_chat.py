@@ -69,3 +69,64 @@ def test_chat_repl_keeps_history_until_reset(tiny_spec, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("model>") == 2
     assert "history cleared" in proc.stdout
+
+
+def _user_tools(tmp_path):
+    (tmp_path / "shop.py").write_text(
+        "import json, pathlib\n"
+        "def price(item):\n"
+        "    pathlib.Path('called.json').write_text(json.dumps({'item': item}))\n"
+        "    return {'item': item, 'eur': 3.5}\n"
+    )
+    spec = {
+        "type": "function",
+        "function": {
+            "name": "shop.price",
+            "description": "Price of an item in the shop.",
+            "parameters": {
+                "type": "object",
+                "properties": {"item": {"type": "string"}},
+                "required": ["item"],
+            },
+        },
+        "entry_point": "shop:price",
+    }
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps([spec]))
+    return path
+
+
+def test_chat_runs_a_user_tool_through_its_entry_point(tmp_path, monkeypatch):
+    from posttrain.pipelines.chat import _tool_registry
+    from posttrain.toolcall import ToolCall, load_tools
+
+    monkeypatch.chdir(tmp_path)
+    with _tool_registry(load_tools(_user_tools(tmp_path))) as (registry, label, system):
+        observation = registry.execute(ToolCall("shop.price", {"item": "tea"}))
+        assert json.loads(observation) == {"item": "tea", "eur": 3.5}
+        assert json.loads((tmp_path / "called.json").read_text()) == {"item": "tea"}
+        assert "shop.price" in system(True) and label == "your tools"
+
+
+def test_chat_cli_takes_a_tools_file(tiny_spec, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "posttrain.cli", "chat", "--model", "tiny-random", "--max-new-tokens", "4"]
+        + ["--max-steps", "1", "--tools", str(_user_tools(tmp_path))],
+        input="what does tea cost?\n/quit\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "your tools (shop.price)" in proc.stdout and "step 1" in proc.stdout
+
+
+def test_chat_cli_rejects_a_bad_tools_file_before_loading(tmp_path):
+    bad = tmp_path / "tools.json"
+    bad.write_text(
+        json.dumps([{"type": "function", "function": {"name": "x", "parameters": {"type": "strin"}}}])
+    )
+    out = run_cli("chat", "--model", "tiny-random", "--tools", str(bad), cwd=tmp_path)
+    assert out.returncode == 2 and "tools.json" in out.stderr and "Traceback" not in out.stderr
