@@ -117,27 +117,35 @@ def run_chat(
     history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     start = list(history)
     console.print("[dim]posttrain chat: /reset clears the history, /quit leaves[/]")
-    while True:
-        try:
-            line = console.input("[bold]you> [/]").strip()
-        except EOFError:
-            break
-        if line in ("/quit", "/exit"):
-            break
-        if line == "/reset":
+    for line in _user_turns(console):
+        if line is None:
             history = list(start)
-            console.print("[dim]history cleared[/]")
-            continue
-        if not line:
-            continue
-        if line.startswith("/"):
-            raise_unknown = PosttrainError(f"unknown command {line} (use /reset or /quit)")
-            console.print(f"[red]{raise_unknown}[/]")
             continue
         history.append({"role": "user", "content": line})
         reply = generate_batch(llm, tok, [history], max_new_tokens=max_new_tokens)[0]
         history.append({"role": "assistant", "content": reply})
         console.print(f"[bold cyan]model>[/] {reply}")
+
+
+def _user_turns(console: Any) -> Iterator[str | None]:
+    """What the user types, a line at a time (None for /reset), until /quit or the end of input.
+
+    Blank lines are skipped and an unknown /command is answered here, so both REPLs share the rules.
+    """
+    while True:
+        try:
+            line = console.input("[bold]you> [/]").strip()
+        except EOFError:
+            return
+        if line in ("/quit", "/exit"):
+            return
+        if line == "/reset":
+            console.print("[dim]history cleared[/]")
+            yield None
+        elif line.startswith("/"):
+            console.print(f"[red]{PosttrainError(f'unknown command {line} (use /reset or /quit)')}[/]")
+        elif line:
+            yield line
 
 
 def _prompt_variant(adapter: Path | None) -> bool:
@@ -184,18 +192,9 @@ def _tool_chat(
     start = [{"role": "system", "content": system}]
     history = list(start)
     console.print(f"[dim]posttrain chat with {escape(label)} ({', '.join(registry)}): /reset, /quit[/]")
-    while True:
-        try:
-            line = console.input("[bold]you> [/]").strip()
-        except EOFError:
-            break
-        if line in ("/quit", "/exit"):
-            break
-        if line == "/reset":
+    for line in _user_turns(console):
+        if line is None:
             history = list(start)
-            console.print("[dim]history cleared[/]")
-            continue
-        if not line:
             continue
         history.append({"role": "user", "content": line})
         for step in range(1, max_steps + 1):

@@ -44,28 +44,17 @@ def test_stage_configs_carry_the_quickstart_settings_and_keep_the_recipes_defaul
     assert dpo.train.learning_rate == 5e-5
 
 
+# The smallest real quickstart: one episode of one step, one DPO step, one held-out episode.
+SMALLEST = (
+    "quickstart",
+    *("--model", "tiny-random", "--rows", "30", "--episodes", "1", "--trial-steps", "1"),
+    *("--dpo-steps", "1", "--eval-episodes", "1", "--name", "q", "--output-dir", "runs"),
+)
+
+
 @pytest.mark.slow
 def test_quickstart_writes_the_compliance_table(tiny_spec, tmp_path):
-    out = run_cli(
-        "quickstart",
-        "--model",
-        "tiny-random",
-        "--rows",
-        "30",
-        "--episodes",
-        "1",
-        "--trial-steps",
-        "1",
-        "--dpo-steps",
-        "1",
-        "--eval-episodes",
-        "1",
-        "--name",
-        "q",
-        "--output-dir",
-        "runs",
-        cwd=tmp_path,
-    )
+    out = run_cli(*SMALLEST, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     table = json.loads((tmp_path / "runs" / "q" / "compliance.json").read_text())
     assert set(table) == {"base", "tuned", "dpo"}
@@ -76,27 +65,7 @@ def test_quickstart_writes_the_compliance_table(tiny_spec, tmp_path):
     assert (tmp_path / "runs" / "q-dpo" / "adapter" / "adapter_config.json").exists()
 
     # --resume reads finished stages back instead of training them again
-    again = run_cli(
-        "quickstart",
-        "--model",
-        "tiny-random",
-        "--rows",
-        "30",
-        "--episodes",
-        "1",
-        "--trial-steps",
-        "1",
-        "--dpo-steps",
-        "1",
-        "--eval-episodes",
-        "1",
-        "--name",
-        "q",
-        "--output-dir",
-        "runs",
-        "--resume",
-        cwd=tmp_path,
-    )
+    again = run_cli(*SMALLEST, "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "runs" / "q" / "compliance.json").read_text()) == table
     assert not (tmp_path / "runs" / ".q-tune.partial").exists()
