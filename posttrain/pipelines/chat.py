@@ -14,17 +14,14 @@ from rich.markup import escape
 from posttrain.errors import DataError, PosttrainError
 from posttrain.inference import generate_batch
 from posttrain.models import DEFAULT_MODEL, load_for_inference
+from posttrain.rundir import adapter_base_model, adapter_meta
 from posttrain.tasks.loader import read_records
 
 
 def _base_for(model: str | None, adapter: Path | None) -> str:
     if model:
         return model
-    if adapter is not None:
-        meta = Path(adapter) / "posttrain.json"
-        if meta.exists():
-            return json.loads(meta.read_text())["base_model"]
-    return DEFAULT_MODEL
+    return (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
 
 
 def read_prompts(path: Path) -> list[list[dict]]:
@@ -150,10 +147,7 @@ def _user_turns(console: Any) -> Iterator[str | None]:
 
 def _prompt_variant(adapter: Path | None) -> bool:
     """Whether the adapter was trained with the compact system prompt (align's default)."""
-    meta = Path(adapter) / "posttrain.json" if adapter is not None else None
-    if meta is None or not meta.exists():
-        return True
-    return bool(json.loads(meta.read_text()).get("compact_prompt", True))
+    return bool(adapter_meta(adapter).get("compact_prompt", True))
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from posttrain.models import ResidentModel, device_settings
 from posttrain.pipelines._run import Run, open_run, resumed
 from posttrain.pipelines.rlhf_eval import evaluate_heldout
 from posttrain.report.rlhf import join_stage_metrics, record_stage, stage_rows, write_rlhf_report
-from posttrain.rundir import ADAPTER_META, RunDir, save_adapter
+from posttrain.rundir import RunDir, adapter_meta, save_adapter
 from posttrain.tasks.conversations import (
     ScoredConversation,
     contrastive_pairs,
@@ -202,9 +202,9 @@ def sft_stage(
     """The policy model after SFT (or as RL starts without it) and the stage's summary keys."""
     lora = cfg.lora
     done = run.path / SFT_ADAPTER
-    if (done / ADAPTER_META).exists():  # finished before a kill
-        model = resident.load_adapter(done, trainable=True)
-        return model, json.loads((done / ADAPTER_META).read_text())["summary"]
+    finished = adapter_meta(done)
+    if finished:  # the stage finished before a kill
+        return resident.load_adapter(done, trainable=True), finished["summary"]
     if not cfg.sft.enabled:
         if cfg.sft.adapter:
             return resident.load_adapter(cfg.sft.adapter, trainable=True), {"sft_adapter": cfg.sft.adapter}
