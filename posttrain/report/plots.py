@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 
-def new_figure() -> Any:
-    """A 7x4 in figure on the Agg canvas directly: no pyplot, so no global backend switch and no GUI."""
+def new_figure(size: tuple[float, float] = (7, 4)) -> Any:
+    """A figure (inches, 100 dpi) on the Agg canvas directly: no pyplot, so no global backend switch
+    and no GUI."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=size, dpi=100)
     FigureCanvasAgg(fig)
     return fig
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.report.markdown import format_value, markdown_table
+from posttrain.report.plots import new_figure
 from posttrain.rundir import RunDir
 from posttrain.store import Store
 
@@ -72,11 +73,7 @@ def _plot(path: Path, title: str, rows: list[dict[str, Any]], left: list[str], r
     """Lines of `left` keys per step (and `right` keys on a second axis); False when nothing to draw."""
     if not any(_series(rows, k) for k in [*left, *right]):
         return False
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure()
     axes = figure.add_subplot()
     for key in left:
         if points := _series(rows, key):

@@ -9,6 +9,7 @@ from typing import Any
 
 from posttrain.config import SEALConfig
 from posttrain.report.markdown import markdown_table
+from posttrain.report.plots import new_figure
 from posttrain.tasks.seal import BaseDomain
 from posttrain.train.restem import trend
 
@@ -110,13 +111,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _plot_iterations(history: Sequence[dict], out: Path) -> list[Path]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out.mkdir(parents=True, exist_ok=True)
     its = [r["iteration"] for r in history]
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure()
     ax = fig.add_subplot()
     means = [r["reward_mean"] for r in history]
     stds = [r["reward_std"] for r in history]
@@ -130,8 +127,7 @@ def _plot_iterations(history: Sequence[dict], out: Path) -> list[Path]:
     trend_path = out / "reward_trend.png"
     fig.savefig(trend_path)
 
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure()
     ax = fig.add_subplot()
     before = [r["score_before_mean"] for r in history]
     after = [r["score_after_mean"] if r["score_after_mean"] is not None else math.nan for r in history]

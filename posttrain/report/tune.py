@@ -8,6 +8,7 @@ from typing import Any
 
 from posttrain.agents.history import EpisodeSummary
 from posttrain.report.markdown import markdown_table
+from posttrain.report.plots import new_figure
 
 HEADERS = [
     "episode",
@@ -79,11 +80,7 @@ def _finite(value: Any) -> float | None:
 
 
 def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure((6, 3.5))
     ax = fig.add_subplot()
     eps = [h.episode for h in history]
     ax.plot(eps, [h.loss if h.loss is not None else float("nan") for h in history], "o-", label="TRAIN")
