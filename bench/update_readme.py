@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from posttrain.config import AlignConfig, DPOConfig, SEALConfig, SFTConfig, TuneConfig, config_reference
+from posttrain.tasks.tool_use import TOOL_USE_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -205,16 +206,7 @@ def _ci_cell(block: dict, key: str) -> str:
     return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
 
 
-TOOL_USE_KEYS = (
-    "full_compliance",
-    "json_validity",
-    "thought_prefix_rate",
-    "hallucinated_tool_rate",
-    "irrelevance_accuracy",
-    "tool_choice_accuracy",
-    "argument_accuracy",
-    "task_accuracy",
-)
+TOOL_USE_KEYS = (*TOOL_USE_METRICS, "task_accuracy")  # the align_quality table's columns, in order
 MEETINGS_KEYS = (
     "sft_accuracy",
     "trajectory_accuracy",
