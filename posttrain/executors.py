@@ -182,10 +182,7 @@ class RayExecutor:
                         f"{stage} task {key} failed after {self.max_retries + 1} attempt(s): {message}{where}"
                     ) from exc
         finally:
-            if len(results) < len(refs):
-                for ref in refs[len(results) :]:
-                    with suppress(Exception):
-                        ray.cancel(ref)
+            _cancel_unfinished(ray, refs[len(results) :])
             if self.log is not None:
                 _mark_lost(self.log, stage, keys[: len(results) + 1])
         return results
@@ -195,6 +192,23 @@ class RayExecutor:
         if self._started:
             import_ray().shutdown()
             self._started = False
+
+
+def _cancel_unfinished(ray: Any, refs: list[Any]) -> None:
+    """Cancel the tasks among `refs` that have not finished, and only those.
+
+    Cancelling a task whose (failed) result has just come back races with Ray's own reply
+    handler and aborts the driver: `Check failed: it != submissible_tasks_.end()` (Ray 2.60,
+    ray-project/ray#54798), which killed a CI run of the test suite at "gives up after the last
+    retry". Finished refs are left alone; the failed one always is.
+    """
+    if not refs:
+        return
+    with suppress(Exception):
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        for ref in pending:
+            with suppress(Exception):
+                ray.cancel(ref)
 
 
 def make_executor(
