@@ -57,7 +57,9 @@ def run_generate(
     batch_size: int,
     temperature: float,
 ) -> int:
-    """Write one {"prompt", "completion"} row per input row; returns how many."""
+    """Write each input row back as it came (a `prompt` string stays a string, `messages` stay
+    messages) with the generated `completion` added; a `completion` the row already had is kept as
+    `reference_completion`. Returns how many rows."""
     from rich.progress import Progress
 
     prompts = read_prompts(input_path)
@@ -76,8 +78,11 @@ def run_generate(
         )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("w") as fh:
-        for prompt, completion in zip(prompts, outs, strict=True):
-            fh.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+        for rec, completion in zip(read_records(input_path), outs, strict=True):
+            row = dict(rec.data)
+            if "completion" in row:
+                row["reference_completion"] = row.pop("completion")
+            fh.write(json.dumps({**row, "completion": completion}) + "\n")
     return len(outs)
 
 

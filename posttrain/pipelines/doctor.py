@@ -105,15 +105,31 @@ def diagnose() -> list[tuple[str, str, str]]:
 
 
 def run_doctor() -> list[tuple[str, str, str]]:
-    from rich.console import Console
+    """Print the diagnosis as a table whose values are never cut: folded on a terminal, and
+    printed at full width into a pipe or file (rich would otherwise assume 80 columns)."""
     from rich.table import Table
 
     rows = diagnose()
-    table = Table("item", "value", "why", title="posttrain doctor")
+    table = Table(title="posttrain doctor")
+    table.add_column("item", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("why", overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    _print_whole(table)
     return rows
+
+
+def _print_whole(table: Any) -> None:
+    """On a terminal, its width (cells fold); into a pipe or file, as wide as the table needs,
+    where rich would otherwise assume 80 columns and fold every value."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        wide = console.options.update_width(100_000)
+        console = Console(width=max(console.width, console.measure(table, options=wide).maximum))
+    console.print(table)
 
 
 def as_dict(rows: list[tuple[str, str, str]]) -> dict[str, Any]:

@@ -14,10 +14,16 @@ from posttrain.rundir import adapter_base_model
 def models_table() -> Table:
     """Each embedded spec, what it is, and where its safetensors copy lives (`-` until the first use
     or `posttrain models materialize` writes it)."""
-    table = Table("spec", "what", "materialized at")
+    rows = []
     for spec, what in EMBEDDED.items():
         path = posttrain_home() / "models" / spec
-        table.add_row(spec, what, str(path) if (path / ".materialized").exists() else "-")
+        rows.append((spec, what, str(path) if (path / ".materialized").exists() else "-"))
+    table = Table()
+    table.add_column("spec", no_wrap=True)
+    table.add_column("what")
+    table.add_column("materialized at", overflow="fold")  # a long path folds, never cut with …
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

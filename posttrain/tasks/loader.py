@@ -81,6 +81,8 @@ def read_records(path: str | Path) -> list[Record]:
     path = Path(path)
     if path.is_dir():
         records = _read_saved_dataset(path, source)
+    elif not path.exists() and is_hub_dataset_id(source):
+        records = _read_hub_dataset(source)
     elif not path.exists():
         raise DataError(source, None, None, "no such file or directory")
     else:
@@ -270,6 +272,31 @@ def _decode_message_cells(row: dict[str, Any], source: str, line: int) -> dict[s
         if name == "messages" or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
             row[name] = value
     return row
+
+
+def is_hub_dataset_id(name: str) -> bool:
+    """`owner/name` with no file suffix (`tatsu-lab/alpaca`): what a user names to mean a
+    Hugging Face hub dataset when no such local path exists."""
+    owner, _, rest = name.partition("/")
+    plain = all(part and part[0].isalnum() and "/" not in part for part in (owner, rest))
+    return plain and Path(rest).suffix.lower() not in (".jsonl", ".ndjson", ".json", ".csv")
+
+
+def _read_hub_dataset(source: str) -> list[Record]:
+    """The `train` split of a hub dataset the user named (a download, as with a hub model id)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(source, split="train")
+    except Exception as exc:  # offline, unknown id, gated, no train split: all one line to the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            source,
+            None,
+            None,
+            f"no such local file, and loading it as a Hugging Face hub dataset failed: {first}",
+        ) from None
+    return [Record(dict(row), i + 1, source, "row") for i, row in enumerate(loaded)]
 
 
 def _read_saved_dataset(path: Path, source: str) -> list[Record]:

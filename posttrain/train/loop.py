@@ -6,7 +6,8 @@ and log every step.
 are what a trainer needs for it to work: `StepLog` collects the losses, `CheckpointMarker`
 marks the checkpoints `latest_complete_checkpoint` may resume from, and a trainer class
 built as `class Guarded(GuardMixin, SomeTRLTrainer)` raises `DivergedError` before a bad
-update.
+update. `run_trainer` also swaps HF's console printer (a raw Python dict per step) for
+`StepLines`, one readable line per log step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
 from posttrain.errors import DivergedError
@@ -99,6 +101,58 @@ class StepLog(TrainerCallback):
         if self.path is not None and state.is_world_process_zero:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
+
+
+# Log keys worth a place on the console line, in order, with the label they get there.
+_LINE_KEYS = (
+    ("loss", "loss"),
+    ("learning_rate", "lr"),
+    ("grad_norm", "grad norm"),
+    ("rewards/margins", "margin"),
+    ("rewards/accuracies", "pref acc"),
+    ("reward", "reward"),
+    ("eval_loss", "eval loss"),
+)
+
+
+def step_line(step: int, total: int, logs: dict[str, Any]) -> str | None:
+    """`step 3/20 · loss 2.412 · lr 0.0002 · grad norm 0.83` for a log row (eval loss when the row
+    is an evaluation's); the end-of-training row becomes one `trained ... in ... s` line; None
+    for a row with nothing worth a line."""
+    if "train_runtime" in logs:
+        mean = f" · mean loss {logs['train_loss']:.4g}" if isinstance(logs.get("train_loss"), float) else ""
+        return f"trained {step} steps in {logs['train_runtime']:.1f} s{mean}"
+    shown = [(label, logs[key]) for key, label in _LINE_KEYS if isinstance(logs.get(key), int | float)]
+    parts = [f"{label} {value:.4g}" for label, value in shown]
+    if not parts:
+        return None
+    return " · ".join([f"step {step}/{total}" if total > 0 else f"step {step}", *parts])
+
+
+class StepLines(TrainerCallback):
+    """One console line per log row (see `step_line`) instead of HF's printed dict; written
+    with tqdm so it lands above a progress bar rather than through it. Rank 0 only."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        line = step_line(state.global_step, state.max_steps, logs)
+        if line is not None:
+            tqdm.write(line)
+
+
+class StepProgress(StepLines, ProgressCallback):
+    """HF's progress bar, with `StepLines` in place of its dict print."""
+
+
+def use_step_lines(trainer: Any) -> None:
+    """Replace the printer HF gave `trainer` (ProgressCallback, or PrinterCallback under
+    `disable_tqdm`) with the one-line-per-step console; the bar stays where there was one."""
+    handler = trainer.callback_handler
+    bar = any(isinstance(cb, ProgressCallback) for cb in handler.callbacks)
+    printers = (ProgressCallback, PrinterCallback, StepLines)
+    handler.callbacks = [cb for cb in handler.callbacks if not isinstance(cb, printers)]
+    trainer.add_callback(StepProgress() if bar else StepLines())
 
 
 class CheckpointMarker(TrainerCallback):
@@ -199,6 +253,7 @@ def run_trainer(
         on_resume(resume_from)
     if resume and log.path is not None:
         trim_metrics(log.path, checkpoint_step(resume_from))
+    use_step_lines(trainer)
     has_eval = trainer.eval_dataset is not None
     result = TrainResult(status="completed", steps=0)
     if has_eval and eval_before and resume_from is None:

@@ -29,6 +29,7 @@ def test_generate_cli_writes_one_row_per_prompt(tiny_spec, tmp_path):
         {"prompt": "hello"},
         {"instruction": "Add", "input": "2 and 3"},
         {"messages": [{"role": "user", "content": "x"}]},
+        {"prompt": "hi", "completion": "the reference", "id": 7},
     ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = run_cli(
@@ -45,7 +46,9 @@ def test_generate_cli_writes_one_row_per_prompt(tiny_spec, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     got = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [g["prompt"][-1]["content"] for g in got] == ["hello", "Add\n\n2 and 3", "x"]
+    # each row keeps its own shape: a prompt string stays a string, messages stay messages
+    assert [{k: v for k, v in g.items() if k != "completion"} for g in got[:3]] == rows[:3]
+    assert got[3]["reference_completion"] == "the reference" and got[3]["id"] == 7
     assert all(isinstance(g["completion"], str) for g in got)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from posttrain.pipelines.doctor import as_dict, diagnose
 from tests.conftest import run_cli
 
@@ -15,3 +17,23 @@ def test_doctor_on_cpu_names_device_dtype_and_attention():
 def test_doctor_cli(tmp_path):
     out = run_cli("doctor", cwd=tmp_path)
     assert out.returncode == 0 and "attention" in out.stdout and "sdpa" in out.stdout
+
+
+def test_doctor_and_models_list_cut_no_value_at_80_columns(tmp_path, monkeypatch):
+    from posttrain.models import materialize
+
+    home = tmp_path / "a-posttrain-home-with-a-name-long-enough-to-overflow-any-column"
+    monkeypatch.setenv("POSTTRAIN_HOME", str(home))
+    materialize("tiny-random")
+    env = {"POSTTRAIN_HOME": str(home), "COLUMNS": "80"}
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    cut = re.compile(r"…\s*│")  # rich's mark of a cell it cut short
+    assert doctor.returncode == 0 and not cut.search(doctor.stdout)
+    assert str(home) in doctor.stdout  # whole, on one line: a pipe gets the table at full width
+    models = run_cli("models", "list", cwd=tmp_path, env=env)
+    assert models.returncode == 0 and not cut.search(models.stdout)
+    # On 80 columns the path folds over lines of its (last) column; joined, it is all there.
+    last_column = "".join(
+        line.rsplit("│", 2)[1].strip() for line in models.stdout.splitlines() if line.count("│") >= 4
+    )
+    assert str(home / "models" / "tiny-random") in last_column

@@ -472,3 +472,24 @@ def test_json_array_line_of_a_bad_row(tmp_path, rows, bad_index, indent):
     err = error_of(path)
     assert err.line == expected
     assert str(err).startswith(f'{path}:{expected}: field "output" is missing')
+
+
+def test_a_hub_dataset_id_is_told_apart_from_a_missing_file():
+    from posttrain.tasks.loader import is_hub_dataset_id
+
+    assert is_hub_dataset_id("tatsu-lab/alpaca") and is_hub_dataset_id("HuggingFaceH4/ultrachat_200k")
+    for local in ("train.jsonl", "data/train.jsonl", "./x/y", "/abs/path", "a/b/c", "a/", "/b"):
+        assert not is_hub_dataset_id(local), local
+
+
+def test_a_hub_dataset_offline_is_one_line_exit_2_before_any_model_loads(tmp_path):
+    from tests.conftest import run_cli
+
+    out = run_cli(
+        "sft", "--preset", "test", "--data", "tatsu-lab/alpaca", "--name", "h", "--output-dir", "runs",
+        cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tatsu-lab/alpaca: no such local file")
+    assert "hub dataset" in lines[0] and not (tmp_path / "runs" / ".h.partial").exists()

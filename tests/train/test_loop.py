@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
 
 from posttrain.train.args import TrainArgs
 from posttrain.train.loop import (
@@ -110,3 +110,30 @@ def test_evaluates_before_and_after_on_a_fresh_start(tmp_path):
     assert result.extra["eval"]["eval_loss"] == pytest.approx(result.eval_loss)
     assert result.eval_s > 0 and result.runtime_s > 0
     assert [row["step"] for row in result.extra["log"] if "loss" in row] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_the_console_gets_one_line_per_log_step_not_a_dict(tmp_path, capsys, disable_tqdm):
+    trainer, log = _trainer(tmp_path, eval_rows=_rows(8), max_steps=3)
+    trainer.args.disable_tqdm = disable_tqdm
+    if not disable_tqdm:  # _trainer builds with PrinterCallback; give it the bar HF would have
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressCallback)
+    run_trainer(trainer, log)
+    out = capsys.readouterr().out
+    assert "{'loss'" not in out and "{'eval_loss'" not in out
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith(("step", "trained"))]
+    assert [line.split(" · ")[0] for line in lines][:3] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert lines[3].startswith("trained 3 steps in ") and len(lines) == 5
+    assert lines[0].startswith("step 1/3 · loss ") and " · lr 0.05 · grad norm " in lines[0]
+    assert lines[-1].startswith("step 3/3 · eval loss ")
+
+
+def test_a_tiny_random_sft_run_prints_no_raw_dicts(tiny_spec, tmp_path):
+    from tests.conftest import run_cli
+
+    args = ["--preset", "test", "--max-steps", "2", "--name", "r", "--output-dir", "runs"]
+    out = run_cli("sft", *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "{'loss'" not in out.stdout and "{'train_runtime'" not in out.stdout
+    assert "step 2/2 · loss " in out.stdout
