@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from posttrain.report.markdown import markdown_table
-from posttrain.report.plots import new_figure, plot_lines
+from posttrain.report.plots import new_figure, nothing_to_plot, plot_lines
 
 
 def format_figure(fig: dict[str, Any] | None) -> str:
@@ -42,18 +43,33 @@ def write_align_report(
     sft_rows = _read_jsonl(run_dir / "metrics_sft.jsonl")
     dpo_rows = _read_jsonl(run_dir / "metrics_dpo.jsonl")
     made = [
-        plot_lines(plots / "sft_loss.png", {"train loss": _series(sft_rows, "loss")}, "SFT", "loss"),
-        plot_lines(plots / "dpo_loss.png", {"train loss": _series(dpo_rows, "loss")}, "DPO", "loss"),
-        plot_lines(
-            plots / "reward_margins.png",
-            {
-                "margin (chosen - rejected)": _series(dpo_rows, "rewards/margins"),
-                "reward accuracy": _series(dpo_rows, "rewards/accuracies"),
-            },
-            "DPO implicit rewards",
-            "value",
+        (
+            "SFT loss",
+            plot_lines(plots / "sft_loss.png", _losses(sft_rows), "SFT loss per step", "loss"),
         ),
-        plot_bars(plots / "compliance.png", results, bar_metrics),
+        (
+            "DPO loss",
+            plot_lines(plots / "dpo_loss.png", _losses(dpo_rows), "DPO loss per step", "loss"),
+        ),
+        (
+            "DPO reward margin",
+            plot_lines(
+                plots / "reward_margins.png",
+                {"margin (chosen - rejected)": _series(dpo_rows, "rewards/margins")},
+                "DPO reward margin per step",
+                "margin",
+            ),
+        ),
+        (
+            "DPO reward accuracy",
+            plot_lines(
+                plots / "reward_accuracy.png",
+                {"reward accuracy (chosen > rejected)": _series(dpo_rows, "rewards/accuracies")},
+                "DPO reward accuracy per step",
+                "accuracy",
+            ),
+        ),
+        ("held-out figures", plot_bars(plots / "compliance.png", results, bar_metrics)),
     ]
     stages = {k: summary[k] for k in ("sft", "trajectories", "pairs", "dpo")}
     head = {k: v for k, v in summary.items() if not isinstance(v, dict | list) and k != "eval_table"}
@@ -68,10 +84,18 @@ def write_align_report(
         markdown_table(["stage", "key", "value"], _stage_rows(stages)),
         "## Plots\n",
     ]
-    parts += [f"![{p.stem}](plots/{p.name})\n" for p in made if p is not None]
+    for what, p in made:
+        parts.append(
+            nothing_to_plot(what, "nothing was measured") if p is None else f"![{p.stem}](plots/{p.name})\n"
+        )
     path = run_dir / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _value(value: Any) -> float:
+    """A bar's height; a missing figure is NaN (no bar, labelled n/a), never a fake 0."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
 def _stage_rows(stages: dict[str, Any]) -> list[list[Any]]:
@@ -87,38 +111,52 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def _losses(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    return {"train loss": _series(rows, "loss"), "eval loss": _series(rows, "eval_loss")}
+
+
 def _series(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and "step" in r]
 
 
 def plot_bars(path: Path, results: dict[str, Any], metrics: Sequence[str]) -> Path | None:
-    """Grouped bars with 95% CI whiskers of `metrics`, one panel per split, a bar per model; the
-    references as dashed lines. None, writing nothing, when there are no splits."""
-    metrics = list(metrics)
+    """Grouped bars with 95% CI whiskers of `metrics`, one panel per split, a bar per model, each
+    labelled with its value; the references as dashed lines. A figure no model has is left out
+    (not drawn as a 0 bar); None, writing nothing, when no split has any of `metrics`."""
     splits = results["splits"]
-    if not splits:
+    measured = {
+        m
+        for by_model in splits.values()
+        for figs in by_model.values()
+        for m in figs
+        if not math.isnan(_value((figs.get(m) or {}).get("value")))
+    }
+    metrics = [m for m in metrics if m in measured]
+    if not splits or not metrics:
         return None
     fig = new_figure()
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     for ax, (split, by_model) in zip(axes, splits.items(), strict=True):
         width = 0.8 / max(len(by_model), 1)
         for j, (name, figs) in enumerate(by_model.items()):
-            vals = [(figs.get(m) or {}).get("value") or 0.0 for m in metrics]
+            vals = [_value((figs.get(m) or {}).get("value")) for m in metrics]
             cis = [(figs.get(m) or {}).get("ci") or [v, v] for m, v in zip(metrics, vals, strict=True)]
             err = [
                 [v - c[0] for v, c in zip(vals, cis, strict=True)],
                 [c[1] - v for v, c in zip(vals, cis, strict=True)],
             ]
             xs = [i + j * width for i in range(len(metrics))]
-            ax.bar(xs, vals, width, yerr=err, capsize=2, label=name)
+            bars = ax.bar(xs, vals, width, yerr=err, capsize=2, label=name)
+            ax.bar_label(bars, labels=[f"{v:.2f}" if v == v else "n/a" for v in vals], fontsize=6)
         for ref, f in results.get("references", {}).items():
             ax.axhline(
                 f["value"], linestyle="--", linewidth=1, color="grey" if "majority" in ref else "black"
             )
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
         ax.set_xticklabels([m.replace("_", "\n") for m in metrics], fontsize=7)
-        ax.set_ylim(0, 1.05)
-        ax.set_title(split)
+        ax.set_ylim(0, 1.12)
+        ax.set_title(f"held-out {split}")
+        ax.set_ylabel("share (95% CI)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.report.markdown import format_value, markdown_table
-from posttrain.report.plots import new_figure
+from posttrain.report.plots import integer_ticks, new_figure
 from posttrain.rundir import RunDir
 from posttrain.store import Store
 
@@ -79,6 +79,8 @@ def _plot(path: Path, title: str, rows: list[dict[str, Any]], left: list[str], r
         if points := _series(rows, key):
             axes.plot(*zip(*points, strict=True), label=key, linewidth=1.2)
     axes.set_xlabel("step")
+    axes.set_ylabel(", ".join(left))
+    integer_ticks(axes)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()

@@ -9,7 +9,7 @@ from typing import Any
 
 from posttrain.config import SEALConfig
 from posttrain.report.markdown import markdown_table
-from posttrain.report.plots import new_figure
+from posttrain.report.plots import integer_ticks, new_figure
 from posttrain.tasks.seal import BaseDomain
 from posttrain.train.restem import trend
 
@@ -120,6 +120,8 @@ def _plot_iterations(history: Sequence[dict], out: Path) -> list[Path]:
     ax.errorbar(its, means, yerr=stds, marker="o", capsize=3, label="reward mean ± std")
     ax.plot(its, [r["success_rate"] for r in history], marker="s", label="success rate")
     ax.set_xlabel("outer iteration")
+    ax.set_ylabel("reward / success rate")
+    integer_ticks(ax)
     ax.set_title("SEAL reward per iteration")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -134,6 +136,8 @@ def _plot_iterations(history: Sequence[dict], out: Path) -> list[Path]:
     ax.plot(its, before, marker="o", label="score before update")
     ax.plot(its, after, marker="o", label="score after update (mean over self-edits)")
     ax.set_xlabel("outer iteration")
+    ax.set_ylabel("domain score")
+    integer_ticks(ax)
     ax.set_title("Improvement from self-edits")
     ax.grid(alpha=0.3)
     ax.legend()

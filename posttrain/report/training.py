@@ -1,5 +1,6 @@
-"""The report of a training run: `report.md` with the summary and a step table, and
-`plots/loss.png`."""
+"""The report of a training run: `report.md` with the summary and a table of every logged step,
+`plots/loss.png`, and for DPO `plots/rewards.png` (reward margin and accuracy, what DPO is
+judged by)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.report.markdown import markdown_table
-from posttrain.report.plots import new_figure
-
-MAX_STEP_ROWS = 20
+from posttrain.report.plots import integer_ticks, new_figure, nothing_to_plot
 
 
 def _finite_float(value: Any) -> float | None:
@@ -31,26 +30,6 @@ def _merge_by_step(metrics_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     return [by_step[step] for step in sorted(by_step)]
 
 
-def _spread(items: list[int], n: int) -> list[int]:
-    """`n` evenly spaced items, first and last included (all of them when there are few)."""
-    if len(items) <= n:
-        return items
-    if n <= 1:
-        return items[:n]
-    return [items[round(k * (len(items) - 1) / (n - 1))] for k in range(n)]
-
-
-def _trim(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """At most `limit` rows: first, last, eval steps (up to half), the rest evenly spaced."""
-    if len(rows) <= limit:
-        return rows
-    evals = [i for i, row in enumerate(rows) if "eval_loss" in row]
-    keep = {0, len(rows) - 1, *_spread(evals, limit // 2)}
-    others = [i for i in range(len(rows)) if i not in keep]
-    keep.update(_spread(others, limit - len(keep)))
-    return [rows[i] for i in sorted(keep)]
-
-
 def _plot_loss(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     """Train loss per step, eval loss as markers; non-finite losses are left out of the curve.
 
@@ -64,13 +43,55 @@ def _plot_loss(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     axes = figure.add_subplot()
     if train:
         axes.plot(*zip(*train, strict=True), label="train loss", linewidth=1.2)
-    if evals:
-        axes.plot(*zip(*evals, strict=True), label="eval loss", marker="o", linewidth=1.2)
+    if evals:  # measured every eval_steps: points, not a line through steps never evaluated
+        axes.plot(*zip(*evals, strict=True), label="eval loss", marker="o", linestyle="none")
+    integer_ticks(axes)
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return True
+
+
+REWARD_KEYS = ("rewards/margins", "rewards/accuracies")
+
+
+def _plot_rewards(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """DPO's implicit rewards per step: the margin (chosen - rejected) and the share of pairs whose
+    chosen answer wins, on two panels (their scales differ). False, writing nothing, without them."""
+    panels = [
+        ("reward margin (chosen - rejected)", "margin", "rewards/margins"),
+        ("reward accuracy (chosen > rejected)", "accuracy", "rewards/accuracies"),
+    ]
+    series = {
+        key: (
+            [(r["step"], v) for r in rows if (v := _finite_float(r.get(key))) is not None],
+            [(r["step"], v) for r in rows if (v := _finite_float(r.get(f"eval_{key}"))) is not None],
+        )
+        for _, _, key in panels
+    }
+    if not any(train or evals for train, evals in series.values()):
+        return False
+    figure = new_figure((9, 3.5))
+    for i, (panel_title, ylabel, key) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, 2, i)
+        train, evals = series[key]
+        if train:
+            axes.plot(*zip(*train, strict=True), label="train", linewidth=1.2)
+        if evals:
+            axes.plot(*zip(*evals, strict=True), label="eval", marker="o", linestyle="none")
+        if key == "rewards/accuracies":
+            axes.set_ylim(-0.05, 1.05)
+        integer_ticks(axes)
+        axes.set(xlabel="step", ylabel=ylabel, title=panel_title)
+        axes.grid(alpha=0.3)
+        if train or evals:
+            axes.legend(fontsize=8)
+    figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -86,28 +107,30 @@ def write_training_report(
     """Write `run_dir/report.md` and `run_dir/plots/loss.png`; returns the report's path.
 
     `metrics_rows` are Trainer log dicts ({"step": 3, "loss": 2.1}, {"step": 10, "eval_loss": 1.9});
-    rows without a step are ignored. The step table keeps at most 20 steps: first, last, eval
-    steps, the rest evenly spaced; the plot uses every finite loss. With none at all, no plot is written.
+    rows without a step are ignored. The step table has every logged step; the plot uses every
+    finite loss. With none at all, no plot is written and the report says so. DPO logs
+    (`rewards/margins`, `rewards/accuracies`) also get their columns and `plots/rewards.png`.
     Overwrites an earlier report in the same directory.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = _merge_by_step(metrics_rows)
     plotted = _plot_loss(rows, run_dir / "plots" / "loss.png", title)
+    rewards = _plot_rewards(rows, run_dir / "plots" / "rewards.png", title)
 
     parts = [f"# {title}\n", "## Summary\n", markdown_table(["key", "value"], list(summary.items()))]
     if rows:
-        columns = ["step"] + [
-            c for c in ("loss", "eval_loss", "learning_rate", "grad_norm") if any(c in r for r in rows)
-        ]
-        shown = _trim(rows, MAX_STEP_ROWS)
+        known = ("loss", "eval_loss", *REWARD_KEYS, "learning_rate", "grad_norm")
+        columns = ["step"] + [c for c in known if any(c in r for r in rows)]
         parts.append("## Loss per step\n")
-        if len(shown) < len(rows):
-            parts.append(f"{len(shown)} of {len(rows)} logged steps; every step is in `metrics.jsonl`.\n")
-        parts.append(markdown_table(columns, [[r.get(c) for c in columns] for r in shown]))
+        parts.append(markdown_table(columns, [[r.get(c) for c in columns] for r in rows]))
+    parts.append("## Plots\n")
     if plotted:
-        parts.append("## Plots\n")
         parts.append("![loss per step](plots/loss.png)\n")
+    else:
+        parts.append(nothing_to_plot("loss per step", "no finite loss was logged"))
+    if rewards:
+        parts.append("![DPO reward margin and accuracy per step](plots/rewards.png)\n")
 
     path = run_dir / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")

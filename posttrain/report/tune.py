@@ -8,7 +8,7 @@ from typing import Any
 
 from posttrain.agents.history import EpisodeSummary
 from posttrain.report.markdown import markdown_table
-from posttrain.report.plots import new_figure
+from posttrain.report.plots import integer_ticks, new_figure
 
 HEADERS = [
     "episode",
@@ -80,15 +80,26 @@ def _finite(value: Any) -> float | None:
 
 
 def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
+    """Each episode trains its own model, so its loss is a point, not a line through episodes; the
+    y range is at least 2% of the loss, so a 0.001 wobble does not fill the plot like a trend."""
     fig = new_figure((6, 3.5))
     ax = fig.add_subplot()
     eps = [h.episode for h in history]
-    ax.plot(eps, [h.loss if h.loss is not None else float("nan") for h in history], "o-", label="TRAIN")
+    train = [h.loss if h.loss is not None else float("nan") for h in history]
+    ax.plot(eps, train, "o", label="TRAIN")
     seal = [_finite(h.seal_eval_loss) for h in history]
     if any(s is not None for s in seal):
-        ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s--", label="SEAL")
+        ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s", label="SEAL")
+    values = [v for v in [*train, *seal] if v is not None and math.isfinite(v)]
+    if values:
+        low, high = min(values), max(values)
+        middle, half = (low + high) / 2, max((high - low) / 2 * 1.15, abs(low + high) / 2 * 0.01, 1e-6)
+        ax.set_ylim(middle - half, middle + half)
+    integer_ticks(ax)
     ax.set_xlabel("episode")
-    ax.set_ylabel("eval loss")
+    ax.set_ylabel("eval loss (lower is better)")
+    ax.set_title("eval loss of each episode's model, TRAIN and after SEAL")
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -51,6 +51,16 @@ def test_align_report_has_tables_stages_and_plots(tmp_path: Path):
     assert report.startswith("# align test\n")
     assert "| base | 0.500 [" in report and "| runtime_s | 1.5 |" in report
     assert "| trajectories | mean_reward | 0.500 [" in report
-    for name in ("sft_loss", "dpo_loss", "reward_margins", "compliance"):
+    for name in ("sft_loss", "dpo_loss", "reward_margins", "reward_accuracy", "compliance"):
         assert f"![{name}](plots/{name}.png)" in report
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_figures_nobody_measured_say_nothing_to_plot_instead_of_an_empty_chart(tmp_path: Path):
+    # a task whose bar metrics the models do not have (the empty compliance.png of the issue)
+    results = {"splits": {"heldout": {"base": {"agent_accuracy": None}, "dpo": {}}}, "references": {}}
+    summary = {"sft": {}, "trajectories": {}, "pairs": {}, "dpo": {}, "eval_table": ""}
+    report = write_align_report(tmp_path, "t", summary, results, ["agent_accuracy", "compliance"]).read_text()
+    assert "*held-out figures: nothing to plot (nothing was measured).*" in report
+    assert "*SFT loss: nothing to plot" in report and "*DPO reward accuracy: nothing to plot" in report
+    assert not (tmp_path / "plots" / "compliance.png").exists() and "compliance.png" not in report

@@ -93,3 +93,43 @@ def hparams_schema(space: SearchSpace, nullable: bool = False) -> dict[str, Any]
         if nullable:
             props[name] = {"anyOf": [props[name], {"type": "null"}]}
     return json_object(props)
+
+
+def hparam_text(name: str, value: Any) -> str:
+    """One hyperparameter value as the agents write it: lr and dropout/warmup compactly, ints as ints."""
+    number = as_number(value)
+    if number is None:
+        return str(value)
+    if name == "lr":  # 5e-4, 1.8e-4: the spelling of papers and configs
+        mantissa, exponent = f"{number:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if number == int(number) and name not in ("warmup_ratio", "lora_dropout"):
+        return str(int(number))
+    return f"{number:.3g}"
+
+
+def trend(old: Any, new: Any) -> str:
+    """ "up", "down" or "same": how `new` compares with `old` (3 significant digits, like the tuner)."""
+    a, b = as_number(old), as_number(new)
+    if a is None or b is None or float(f"{a:.3g}") == float(f"{b:.3g}"):
+        return "same"
+    return "up" if b > a else "down"
+
+
+def change_list(base: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """`new` against `base` in words, key by key: "lr 0.0002 -> 0.00018 (down), batch_size stays 8".
+
+    Only keys of `new` appear, in the search space's order; a key whose value did not move says
+    so, so a message never claims a change (a "larger batch") that the numbers do not show.
+    """
+    parts = []
+    for name in (k for k in HPARAM_NAMES if k in new):
+        old, value = base.get(name), new[name]
+        way = trend(old, value)
+        if old is None:
+            parts.append(f"{name} {hparam_text(name, value)}")
+        elif way == "same":
+            parts.append(f"{name} stays {hparam_text(name, value)}")
+        else:
+            parts.append(f"{name} {hparam_text(name, old)} -> {hparam_text(name, value)} ({way})")
+    return ", ".join(parts)

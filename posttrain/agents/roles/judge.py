@@ -68,14 +68,29 @@ def rules_judge(
         return JudgeReply(say="Stop: budget spent.", continue_=False, reason=reason, feedback=feedback)
     if n < force_min_episodes:
         reason = f"{n} < force_min_episodes={force_min_episodes} episodes and no clear degradation"
-        return JudgeReply(say="Continue.", continue_=True, reason=reason, feedback=feedback)
+        say = f"Continue: {n} of at least {force_min_episodes} episodes done."
+        return JudgeReply(say=say, continue_=True, reason=reason, feedback=feedback)
     before = [e.loss for e in h[:-patience] if e.loss is not None]
     recent = [e.loss for e in h[-patience:] if e.loss is not None]
     if before and n > patience and (not recent or min(recent) > min(before) * (1 - min_rel_improvement)):
         reason = f"best eval loss has not improved for {patience} episodes (plateau)"
         return JudgeReply(say="Stop: no more gain.", continue_=False, reason=reason, feedback=feedback)
     return JudgeReply(
-        say="Continue: still improving.", continue_=True, reason="recent gain", feedback=feedback
+        say=_continue_say(h, best, patience), continue_=True, reason="recent gain", feedback=feedback
+    )
+
+
+def _continue_say(h: list[EpisodeSummary], best: EpisodeSummary | None, patience: int) -> str:
+    """Why the judge goes on, in words that agree with `_judge_feedback` on the same history."""
+    last = h[-1]
+    if best is not None and last is best:
+        return f"Continue: episode {last.episode} is the best so far (eval_loss {best.loss:.4f})."
+    if best is None:
+        return "Continue: no finite eval loss to compare yet."
+    last_text = "diverged" if last.loss is None else f"is worse ({last.loss:.4f})"
+    return (
+        f"Continue: the best eval_loss {best.loss:.4f} (episode {best.episode}) is within the last "
+        f"{patience} episodes, though the last one {last_text}."
     )
 
 
@@ -91,7 +106,11 @@ def enforce_min_episodes(
     if reply.continue_ or len(h) >= force_min_episodes or clearly_degrading(h, degrade_tol):
         return reply
     reason = f"{reply.reason} [overridden: {len(h)} < force_min_episodes={force_min_episodes}]".strip()
-    return reply.model_copy(update={"continue_": True, "reason": reason})
+    # The backend's `say` argued for stopping; keep it visible but say what was actually decided.
+    say = f"Continue (a stop was overridden: {len(h)} < force_min_episodes={force_min_episodes})."
+    if reply.say:
+        say += f" The judge had said: {reply.say}"
+    return reply.model_copy(update={"continue_": True, "reason": reason, "say": say})
 
 
 def _judge_feedback(h: list[EpisodeSummary], best: EpisodeSummary | None) -> str:

@@ -18,6 +18,7 @@ from posttrain.agents.history import (
 from posttrain.agents.roles.base import (
     Reply,
     Text,
+    change_list,
     context_space,
     hparams_schema,
     json_object,
@@ -187,14 +188,30 @@ def rules_reward_penalty(
     h = as_history(history)
     signal = reward_signal(h, qa_weight, plateau_tol)
     override = reward_overrides(signal.regime, h[-1].hparams, space) if h else {}
-    say = {
-        "none": "No finished episode yet: no reward, no override.",
-        "positive": "Clear improvement: lr up slightly, larger batch and LoRA, less dropout and warmup.",
-        "negative": "Clear regression: halve lr, more epochs and dropout, smaller batch/LoRA, more warmup.",
-        "plateau": "Plateau: mild exploration, lr down 10%.",
-    }[signal.regime]
-    say += f" total_improvement={signal.total_improvement:+.4f}"
-    return RewardPenaltyReply(say=say, reward_signal=signal, override=override)
+    say = _say(signal, space.clamp(h[-1].hparams) if h else {}, override, len(h))
+    # Validated against the run's space: a bare RewardPenaltyReply(...) clamps to the default space.
+    fields = {"say": say, "reward_signal": signal, "override": override}
+    return RewardPenaltyReply.model_validate(fields, context={"space": space})
+
+
+_REGIME_WORDS = {
+    "positive": "Clear improvement",
+    "negative": "Clear regression",
+    "plateau": "Plateau",
+}
+
+
+def _say(signal: RewardSignal, base: Mapping[str, Any], override: Mapping[str, Any], n: int) -> str:
+    """The message, written from the override actually returned: every key it sets, against the
+    last episode's value, so "larger batch" is never said of a batch that stays put."""
+    if signal.regime == "none":
+        if n == 0:
+            return "No finished episode yet: no reward, no override."
+        return "One TRAIN and no SEAL result: nothing to compare, no override."
+    say = f"{_REGIME_WORDS[signal.regime]} (total_improvement {signal.total_improvement:+.4f})"
+    if not override:
+        return f"{say}: no override."
+    return f"{say}: override of the last episode's hparams: {change_list(base, override)}."
 
 
 def merge_hparams(

@@ -57,7 +57,7 @@ def rules_seal_expert(
     last = ran[-1]
     improvement = seal_improvement(last, h)
     if improvement > tol:
-        verdict, epochs = f"SEAL helps (loss −{improvement:.4f}): refine for 2 epochs", 2
+        verdict, epochs = f"SEAL helps (loss -{improvement:.4f}): refine for 2 epochs", 2
     elif improvement < -tol:
         verdict, epochs = f"SEAL hurts (loss +{-improvement:.4f}): keep it to 1 epoch", 1
     else:

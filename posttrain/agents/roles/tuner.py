@@ -16,9 +16,12 @@ from posttrain.agents.history import EpisodeSummary, as_history, best_episode
 from posttrain.agents.roles.base import (
     Reply,
     Text,
+    change_list,
     context_space,
+    hparam_text,
     hparams_schema,
     json_object,
+    trend,
     validation_space,
 )
 from posttrain.agents.roles.seal_expert import SealPlan, rules_seal_expert
@@ -95,16 +98,15 @@ def rules_tuner(
     h = as_history(history)
     seal_plan = SealPlan(seal_epochs=rules_seal_expert(h).seal_epochs)
     if not h:
-        return TunerReply(
-            say="Episode 0: start from the defaults.", hparams=space.defaults(), seal_plan=seal_plan
-        )
+        say = "Episode 0: start from the defaults."
+        return _reply(space, say=say, hparams=space.defaults(), seal_plan=seal_plan)
     tried = [space.clamp(e.hparams) for e in h]
     best = best_episode(h)
     if best is None:
         lowest = min(t["lr"] for t in tried)
         proposal = {**space.clamp(h[-1].hparams), "lr": lowest / _LR_FACTOR}
-        say = "Every trial diverged: lower the learning rate."
-        return TunerReply(say=say, hparams=space.clamp(proposal), seal_plan=seal_plan)
+        say = f"Every trial diverged: lower the learning rate to {hparam_text('lr', lowest / _LR_FACTOR)}."
+        return _reply(space, say=say, hparams=space.clamp(proposal), seal_plan=seal_plan)
     center = space.clamp(best.hparams)
     proposal, why = _momentum(h, tried, center, space)
     if proposal is None:
@@ -116,10 +118,17 @@ def rules_tuner(
         )
     reward = reward or {}
     regime = reward.get("regime") or (reward.get("reward_signal") or {}).get("regime", "")
-    say = f"Around best episode {best.episode} (eval_loss {best.loss:.4f}): {why}."
+    moved = {k: v for k, v in proposal.items() if trend(center.get(k), v) != "same"}
+    say = f"Around best episode {best.episode} (eval_loss {best.loss:.4f}): {why}"
+    say += f": {change_list(center, moved)}." if moved else "."
     if regime:
         say += f" Reward regime: {regime}."
-    return TunerReply(say=say, hparams=proposal, seal_plan=seal_plan)
+    return _reply(space, say=say, hparams=proposal, seal_plan=seal_plan)
+
+
+def _reply(space: SearchSpace, **fields: Any) -> TunerReply:
+    # Validated against the run's space: a bare TunerReply(...) clamps to the default space.
+    return TunerReply.model_validate(fields, context={"space": space})
 
 
 def _momentum(
