@@ -1,10 +1,12 @@
 """Where each episode's hyperparameters come from: the agent team, random search, Optuna's
-TPE, or a hybrid that enqueues the agents' proposals into a TPE study.
+TPE or CMA-ES (`agents/optuna_proposers.py`), the hybrid that enqueues the agents' proposals
+into a TPE study, or the Centaur hybrid (`agents/centaur.py`).
 
-All four see the same search space and are told every result, so `bench/tune_compare.py` can
-give them the same budget and the same `train_and_eval`. Proposers are rebuilt on resume by
-replaying `observe` over the finished episodes; random search seeds each episode on its own,
-so a resumed run draws exactly what the uninterrupted one would have.
+All of them see the same search space, start from the same first trial (the space's defaults)
+and are told every result, so `bench/tune_compare.py` can give them the same budget and the
+same `train_and_eval`. Proposers are rebuilt on resume by replaying `observe` over the finished
+episodes (an Optuna study kept in the run's store already holds them); random search seeds each
+episode on its own, so a resumed run draws exactly what the uninterrupted one would have.
 
 An episode may train several proposals at once (`proposals_per_episode`): each has a `slot`
 (0, 1, ...), all are proposed before any result is told, and slot 0 is always what a
@@ -13,17 +15,18 @@ one-proposal episode would have trained.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any, Literal, Protocol
 
 from posttrain.config.search_space import SearchSpace
 
-TunerKind = Literal["agents", "random", "tpe", "hybrid"]
+TunerKind = Literal["agents", "random", "tpe", "cma", "hybrid", "centaur"]
+TUNER_KINDS: tuple[str, ...] = ("agents", "random", "tpe", "cma", "hybrid", "centaur")
 
 
 class Proposer(Protocol):
-    """`propose` returns the hparams to train next; `observe` reports how they did."""
+    """`propose` returns the hparams to train next; `observe` reports how they did;
+    `source(episode, slot)` says who proposed that trial and why (`{"by": ..., "why": ...}`)."""
 
     name: str
 
@@ -32,6 +35,19 @@ class Proposer(Protocol):
     ) -> dict[str, Any]: ...
 
     def observe(self, episode: int, hparams: dict[str, Any], loss: float | None, slot: int = 0) -> None: ...
+
+    def source(self, episode: int, slot: int = 0) -> dict[str, Any]: ...
+
+
+def is_first_trial(episode: int, slot: int) -> bool:
+    """Every tuner trains the space's defaults first, so no arm wins by its starting point."""
+    return episode == 0 and slot == 0
+
+
+DEFAULT_SOURCE = {
+    "by": "default",
+    "why": "first trial: the search space's defaults (the same for every tuner)",
+}
 
 
 def lr_ladder(slot: int) -> float:
@@ -55,7 +71,8 @@ class AgentProposer:
         self.space = space
 
     def propose(self, episode: int, agent_hparams: dict[str, Any] | None, slot: int = 0) -> dict[str, Any]:
-        hparams = self.space.clamp(agent_hparams)
+        # The first episode brackets the defaults, whatever the agents said, like every other arm.
+        hparams = self.space.defaults() if episode == 0 else self.space.clamp(agent_hparams)
         lr_range = self.space.param("lr")
         lrs: list[float] = []
         # 2**32 spans any sane lr range, so both bounds are reached well before the last rung.
@@ -70,6 +87,13 @@ class AgentProposer:
     def observe(self, episode: int, hparams: dict[str, Any], loss: float | None, slot: int = 0) -> None:
         pass
 
+    def source(self, episode: int, slot: int = 0) -> dict[str, Any]:
+        if is_first_trial(episode, slot):
+            return DEFAULT_SOURCE
+        if slot:
+            return {"by": "agents", "why": f"lr ladder around the tuner's proposal (x{lr_ladder(slot):g})"}
+        return {"by": "agents", "why": "the tuner's proposal, after the reward-penalty override"}
+
 
 class RandomProposer:
     """Independent uniform (log-uniform for lr) draws, one seeded generator per episode."""
@@ -80,78 +104,62 @@ class RandomProposer:
         self.space, self.seed = space, seed
 
     def propose(self, episode: int, agent_hparams: dict[str, Any] | None, slot: int = 0) -> dict[str, Any]:
+        if is_first_trial(episode, slot):
+            return self.space.defaults()
         seed: int | str = self.seed * 100_003 + episode if slot == 0 else f"{self.seed}/{episode}/{slot}"
         return self.space.sample_random(random.Random(seed))
 
     def observe(self, episode: int, hparams: dict[str, Any], loss: float | None, slot: int = 0) -> None:
         pass
 
-
-class TPEProposer:
-    """Optuna's TPESampler through ask/tell.
-
-    Optuna's default of 10 random start-up trials would make TPE pure random search at the
-    budgets a laptop affords (4-8 trainings), so the start-up count is a setting (default 3).
-    The proposals of one episode are asked before any is told; Optuna's TPE treats the
-    pending ones as a "constant liar" (on by default), so they do not all land on one point.
-    """
-
-    name = "tpe"
-
-    def __init__(self, space: SearchSpace, seed: int, startup_trials: int = 3) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.space = space
-        self.distributions = space.distributions()
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
-        self.study = optuna.create_study(direction="minimize", sampler=sampler)
-        self._pending: dict[tuple[int, int], Any] = {}
-
-    def propose(self, episode: int, agent_hparams: dict[str, Any] | None, slot: int = 0) -> dict[str, Any]:
-        trial = self.study.ask(self.distributions)
-        self._pending[(episode, slot)] = trial
-        return self.space.clamp(trial.params)
-
-    def observe(self, episode: int, hparams: dict[str, Any], loss: float | None, slot: int = 0) -> None:
-        import optuna
-
-        trial = self._pending.pop((episode, slot), None)
-        ok = loss is not None and math.isfinite(loss)
-        if trial is not None:
-            if ok:
-                self.study.tell(trial, loss)
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        # Replaying a finished episode after a resume: add it as a completed trial.
-        params = {k: hparams[k] for k in self.distributions}
-        state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL
-        frozen = optuna.trial.create_trial(
-            params=params, distributions=self.distributions, value=loss if ok else None, state=state
-        )
-        self.study.add_trial(frozen)
+    def source(self, episode: int, slot: int = 0) -> dict[str, Any]:
+        return DEFAULT_SOURCE if is_first_trial(episode, slot) else {"by": "random", "why": "uniform draw"}
 
 
-class HybridProposer(TPEProposer):
-    """Agents and TPE share one study: on even episodes the agents' proposal is enqueued
-    (so TPE learns from it), on odd ones TPE proposes its own; further slots are TPE's."""
+def make_proposer(
+    kind: TunerKind | str,
+    space: SearchSpace,
+    seed: int,
+    tpe_startup_trials: int = 3,
+    *,
+    override_share: float = 0.3,
+    centaur_base: str = "tpe",
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> Proposer:
+    """The proposer for `agents.tuner`. With `storage` (a SQLAlchemy URL) the Optuna-based ones keep
+    their study there under `study_name`, so `optuna.load_study` and optuna-dashboard can read it."""
+    from posttrain.agents.centaur import CentaurProposer
+    from posttrain.agents.optuna_proposers import CMAProposer, HybridProposer, TPEProposer
 
-    name = "hybrid"
-
-    def propose(self, episode: int, agent_hparams: dict[str, Any] | None, slot: int = 0) -> dict[str, Any]:
-        if agent_hparams is not None and episode % 2 == 0 and slot == 0:
-            self.study.enqueue_trial(self.space.clamp(agent_hparams), skip_if_exists=False)
-        return super().propose(episode, agent_hparams, slot)
-
-
-def make_proposer(kind: TunerKind, space: SearchSpace, seed: int, tpe_startup_trials: int = 3) -> Proposer:
+    stored = {"storage": storage, "study_name": study_name}
     if kind == "agents":
         return AgentProposer(space)
     if kind == "random":
         return RandomProposer(space, seed)
     if kind == "tpe":
-        return TPEProposer(space, seed, tpe_startup_trials)
+        return TPEProposer(space, seed, tpe_startup_trials, **stored)
+    if kind == "cma":
+        return CMAProposer(space, seed, **stored)
     if kind == "hybrid":
-        return HybridProposer(space, seed, tpe_startup_trials)
-    raise ValueError(f"unknown tuner {kind!r} (choose agents, random, tpe or hybrid)")
+        return HybridProposer(space, seed, tpe_startup_trials, **stored)
+    if kind == "centaur":
+        return CentaurProposer(
+            space,
+            seed,
+            base=centaur_base,
+            override_share=override_share,
+            startup_trials=tpe_startup_trials,
+            **stored,
+        )
+    raise ValueError(f"unknown tuner {kind!r} (choose {', '.join(TUNER_KINDS)})")
+
+
+def __getattr__(name: str) -> Any:
+    # The Optuna proposers moved to their own module; old imports keep working without importing
+    # optuna at module load.
+    if name in ("TPEProposer", "HybridProposer", "CMAProposer"):
+        from posttrain.agents import optuna_proposers
+
+        return getattr(optuna_proposers, name)
+    raise AttributeError(name)

@@ -10,6 +10,7 @@ from posttrain.config.search_space import SearchSpace
 from posttrain.config.sections import (
     DataSplitSettings,
     ExecutorSettings,
+    MaxSteps,
     ModelSettings,
     RunSettings,
     Strict,
@@ -17,9 +18,10 @@ from posttrain.config.sections import (
 
 
 class AgentSettings(Strict):
-    tuner: Literal["agents", "random", "tpe", "hybrid"] = Field(
+    tuner: Literal["agents", "random", "tpe", "cma", "hybrid", "centaur"] = Field(
         "agents",
-        description="Who proposes each episode's hparams: the agent team, random, Optuna TPE or both.",
+        description="Who proposes each episode's hparams: the agent team, random, Optuna TPE or CMA-ES, "
+        "hybrid (agents and TPE alternate) or centaur (CMA-ES proposes, the agents override a share).",
     )
     backend: Literal["rules", "openai", "local"] = Field(
         "rules",
@@ -41,6 +43,13 @@ class AgentSettings(Strict):
     qa_items: int = Field(4, ge=1, description="QA items per episode.")
     qa_weight: float = Field(0.0, ge=0, description="Weight of the QA-score change in the reward (0 = seed).")
     tpe_startup_trials: int = Field(3, ge=1, description="Random trials before TPE models the space.")
+    override_share: float = Field(
+        0.3, ge=0, le=1, description="centaur: share of trials the agents may take over from the sampler."
+    )
+    centaur_base: Literal["tpe", "cma"] = Field(
+        "tpe",
+        description="centaur: the classical sampler that proposes the other trials (cma needs `cmaes`).",
+    )
     proposals_per_episode: int = Field(
         1,
         ge=1,
@@ -63,7 +72,9 @@ class SealStageSettings(Strict):
 
 
 class TrialSettings(Strict):
-    max_steps: int = Field(-1, description="Optimizer steps per training (-1 = the epochs from the tuner).")
+    max_steps: MaxSteps = Field(
+        -1, description="Optimizer steps per training (-1 = the epochs from the tuner)."
+    )
     max_length: int = Field(384, ge=16, description="Tokens per packed training row.")
     reload_base: bool = Field(
         False, description="Reload the base from disk every trial, as seed 000 does (for comparison only)."

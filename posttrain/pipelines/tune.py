@@ -24,6 +24,7 @@ from rich.console import Console
 
 from posttrain.agents.backends import AgentLog, make_backend
 from posttrain.agents.history import EpisodeSummary
+from posttrain.agents.rationale import explain_episode
 from posttrain.agents.roles import merge_hparams
 from posttrain.agents.team import AgentTeam
 from posttrain.agents.tuners import make_proposer
@@ -49,8 +50,16 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     with open_run("tune", cfg, resume, executor=cfg.executor.model_dump()) as run:
         store, run_id, resident = run.store, run.run_id, run.resident
         team = _agent_team(cfg, AgentLog(run.path / "agents.jsonl", store, run_id))
+        a = cfg.agents
         proposer = make_proposer(
-            cfg.agents.tuner, cfg.search_space, cfg.agents.seed, cfg.agents.tpe_startup_trials
+            a.tuner,
+            cfg.search_space,
+            a.seed,
+            a.tpe_startup_trials,
+            override_share=a.override_share,
+            centaur_base=a.centaur_base,
+            storage=store.connect_url if store is not None else None,
+            study_name=study_name(run.name),
         )
         job = TrialJob(
             model=cfg.model.name,
@@ -68,6 +77,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
         train_and_eval = job.train_and_eval(resident, run.path / "trials", reload_base=cfg.trial.reload_base)
         train_many = functools.partial(train_proposals, run.executor, train_and_eval, job)
         history, metrics = replay_history(store, run_id, proposer)
+        stop: dict[str, Any] | None = None
         for episode in range(len(history), cfg.agents.max_episodes):
             row = run_episode(
                 episode,
@@ -82,13 +92,14 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
                 val_rows,
                 train_many,
             )
-            if row is None:
+            if row["kind"] == "stop":
+                stop = {"before_episode": episode, **row["decisions"]["judge"]}
                 break
             store.add_episode(run_id, episode, row["kind"], row["hparams"], row["metrics"], row["decisions"])
             history.append(_summary(episode, row["hparams"], row["metrics"], row["decisions"]))
             metrics[episode] = row["metrics"]
             _print_episode(episode, row)
-        return _finish(run, cfg, history, metrics)
+        return _finish(run, cfg, history, metrics, stop)
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,9 @@ def run_episode(
     train_rows: list[dict],
     val_rows: list[dict],
     train_many: Any,
-) -> dict[str, Any] | None:
-    """One episode of seed 000's loop; None when the judge stops the run. `past` maps finished
+) -> dict[str, Any]:
+    """One episode of seed 000's loop; `{"kind": "stop", "decisions": {"judge": ...}}` when the judge
+    stops the run (nothing trained). `past` maps finished
     episodes to their metrics (where their adapters are). `train_many(episode, proposals)`
     trains the episode's proposals and returns their metrics (`train_proposals`)."""
     decisions: dict[str, Any] = {}
@@ -173,7 +185,7 @@ def run_episode(
         decisions["judge"] = judge.model_dump(by_alias=True)
         if not judge.continue_:
             console.print(f"[bold]judge stops before episode {episode}:[/] {judge.reason}")
-            return None
+            return {"kind": "stop", "decisions": decisions}
     feedback = decisions.get("judge", {}).get("feedback", "")
     # 2. reward-penalty, 3. SEAL summary
     reward = team.reward_penalty(history, episode)
@@ -181,13 +193,20 @@ def run_episode(
     seal_summary = team.seal_summary(history)
     # 4. tuner, 5. merge: tuner, then override, then defaults, then clamp
     agent_hparams = None
-    if cfg.agents.tuner in ("agents", "hybrid"):
+    if cfg.agents.tuner in ("agents", "hybrid", "centaur"):
+        if cfg.agents.tuner == "centaur":  # the agents see the sampler's state before they propose
+            feedback = f"{feedback} Sampler state: {proposer.state_text()}.".strip()
         tuner = team.tuner(history, episode, feedback, reward, seal_summary)
         decisions["tuner"] = {"say": tuner.say, "hparams": tuner.hparams}
-        agent_hparams = merge_hparams(tuner.hparams, reward.override, cfg.search_space)
+        # The reward-penalty override steps from the previous episode's hparams; under centaur those
+        # are mostly the sampler's draw, so an override there is the tuner's incumbent-centred proposal.
+        override = None if cfg.agents.tuner == "centaur" else reward.override
+        agent_hparams = merge_hparams(tuner.hparams, override, cfg.search_space)
     k = cfg.agents.proposals_per_episode
     proposals = [proposer.propose(episode, agent_hparams, slot) for slot in range(k)]
-    decisions["proposed_by"] = cfg.agents.tuner
+    sources = [proposer.source(episode, slot) for slot in range(k)]
+    decisions["proposed_by"] = _proposed_by(cfg.agents.tuner, sources[0])
+    decisions["proposal_source"] = sources if k > 1 else sources[0]
     # 6. TRAIN
     trained = train_many(episode, proposals)
     for slot, (hp, result) in enumerate(zip(proposals, trained, strict=True)):
@@ -200,6 +219,7 @@ def run_episode(
             for slot, (hp, m) in enumerate(zip(proposals, trained, strict=True))
         ]
         decisions["best_proposal"] = best
+    decisions["rationale"] = explain_episode(decisions, hparams, history[-1].hparams if history else None)
     metrics: dict[str, Any] = {
         "eval_loss": train["eval_loss"],
         "perplexity": train["perplexity"],
@@ -384,6 +404,16 @@ def _agent_team(cfg: TuneConfig, log: AgentLog) -> AgentTeam:
     )
 
 
+def study_name(run_name: str) -> str:
+    """The Optuna study of a tune run in the store: `optuna.load_study(study_name=..., storage=url)`."""
+    return f"posttrain-tune/{run_name}"
+
+
+def _proposed_by(tuner: str, source: dict[str, Any]) -> str:
+    # centaur trials are either the sampler's or the agents'; the rationale needs to know which.
+    return source["by"] if tuner == "centaur" and source.get("by") != "default" else tuner
+
+
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -420,7 +450,11 @@ def _print_episode(episode: int, row: dict[str, Any]) -> None:
 
 
 def _finish(
-    run: Run, cfg: TuneConfig, history: list[EpisodeSummary], metrics: dict[int, dict[str, Any]]
+    run: Run,
+    cfg: TuneConfig,
+    history: list[EpisodeSummary],
+    metrics: dict[int, dict[str, Any]],
+    stop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keep the adapter with the lowest finite eval loss (TRAIN or SEAL) as the run's adapter."""
     candidates = []
@@ -434,6 +468,10 @@ def _finish(
         "backend": cfg.agents.backend,
         "episodes": len(history),
     }
+    if cfg.agents.tuner not in ("agents", "random"):
+        summary["optuna_study"] = study_name(run.name)
+    if stop is not None:  # the judge's stop decision, kept with the run (summary.json and the store)
+        summary["judge_stop"] = {k: stop.get(k) for k in ("before_episode", "reason", "say")}
     if candidates:
         loss, where, episode, kind = min(candidates)
         shutil.copytree(where, run.path / "adapter", dirs_exist_ok=True)

@@ -100,12 +100,12 @@ def test_slots_propose_distinct_configs_and_slot_0_is_unchanged():
     space = SearchSpace()
     agent = {**space.defaults(), "lr": 1e-4}
     agents = make_proposer("agents", space, seed=0)
-    assert [agents.propose(0, agent, slot)["lr"] for slot in range(5)] == pytest.approx(
+    assert [agents.propose(1, agent, slot)["lr"] for slot in range(5)] == pytest.approx(
         [1e-4, 2e-4, 5e-5, 4e-4, 2.5e-5]
     )
     assert lr_ladder(0) == 1.0
     top = {**agent, "lr": 5e-4}  # at the upper bound, x2 and x4 clamp back onto it: skipped
-    assert [agents.propose(0, top, slot)["lr"] for slot in range(3)] == pytest.approx([5e-4, 2.5e-4, 1.25e-4])
+    assert [agents.propose(1, top, slot)["lr"] for slot in range(3)] == pytest.approx([5e-4, 2.5e-4, 1.25e-4])
     rand = make_proposer("random", space, seed=3)
     assert rand.propose(2, None) == rand.propose(2, None, 0) == space.sample_random(3 * 100_003 + 2)
     draws = [rand.propose(2, None, slot) for slot in range(4)]
