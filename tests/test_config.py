@@ -117,13 +117,16 @@ def _other_value(key: str, default: Any, annotation: Any, siblings: dict[str, An
     if isinstance(default, bool):
         return not default
     if isinstance(default, int):
-        return default + 1
+        return default + 2 if default == -1 else default + 1  # max_steps: -1 or >= 1
     if isinstance(default, float):
         return default / 2 if default else 0.01
     if isinstance(default, list):
         return default[:-1]
     if isinstance(default, str):
-        return default + "x"
+        # names checked against a list (devices, schedulers, ...) take another valid name
+        valid = {"device": "cpu", "attn_implementation": "eager", "report_to": "wandb", "loss_type": "ipo"}
+        valid["scheduler"] = "constant" if default != "constant" else "linear"
+        return valid.get(key.rsplit(".", 1)[-1], default + "x")
     assert default is None, key
     return 0.5 if float in typing.get_args(annotation) else "x"
 

@@ -59,3 +59,13 @@ def test_use_kernels_is_opt_in_and_names_the_missing_package(monkeypatch: pytest
     )
     with pytest.raises(PosttrainError, match="pip install kernels"):
         device_settings(use_kernels=True)
+
+
+def test_the_embedded_models_public_id_maps_back_to_the_spec():
+    from posttrain.models import PUBLIC_IDS, embedded_spec, public_id
+
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert public_id("smollm2-135m") == hub_id and embedded_spec(hub_id) == "smollm2-135m"
+    # no public id: the spec stands, and other hub ids pass through untouched
+    assert public_id("tiny-random") == "tiny-random" and "tiny-random" not in PUBLIC_IDS
+    assert embedded_spec("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from posttrain.cli.options import AdapterOpt, ModelOpt, console
+from posttrain.cli.options import AdapterOpt, ModelOpt, console, writable_file
 
 
 def generate(
@@ -17,12 +17,14 @@ def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write, one row per input row.")],
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Prompts per batched generate call.")] = 16,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate per prompt.")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batched generate call.")] = 16,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
 ) -> None:
     """Batched, left-padded generation over a JSONL file of prompts."""
     from posttrain.pipelines.chat import run_generate
+
+    writable_file(output, "--output")
 
     n = run_generate(input, output, model, adapter, max_new_tokens, batch_size, temperature)
     console.print(f"wrote {n} completions to {output}")
@@ -31,7 +33,7 @@ def generate(
 def chat(
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per reply.")] = 256,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     tools: Annotated[
         str | None,
@@ -41,7 +43,7 @@ def chat(
             "(module:function) runs each tool; every step is shown.",
         ),
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="With --tools: ReAct steps per reply.")] = 6,
+    max_steps: Annotated[int, typer.Option(min=1, help="With --tools: ReAct steps per reply.")] = 6,
 ) -> None:
     """Interactive chat with history; /reset clears it, /quit leaves."""
     from posttrain.pipelines.chat import run_chat
@@ -53,7 +55,9 @@ def serve(
     model: ModelOpt = None,
     adapter: Annotated[Path | None, typer.Option(help="PEFT adapter directory (merged at load).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: any free port, printed at start).")
+    ] = 8000,
     served_model_name: Annotated[
         str | None, typer.Option(help="Name clients send as `model` (default: adapter path, else --model).")
     ] = None,
@@ -80,11 +84,11 @@ def eval_(
     ] = None,
     split: Annotated[str, typer.Option(help="tool_use: indist, heldout or all; meetings: heldout.")] = "all",
     n: Annotated[
-        int, typer.Option("--n", help="Episodes per split (tool_use) or scenarios (meetings).")
+        int, typer.Option("--n", min=1, help="Episodes per split (tool_use) or scenarios (meetings).")
     ] = 24,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per generated turn.")] = 96,
-    max_steps: Annotated[int, typer.Option(help="ReAct turns per episode.")] = 6,
-    batch_size: Annotated[int, typer.Option(help="Conversations per batched generate call.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per generated turn.")] = 96,
+    max_steps: Annotated[int, typer.Option(min=1, help="ReAct turns per episode.")] = 6,
+    batch_size: Annotated[int, typer.Option(min=1, help="Conversations per batched generate call.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of the held-out data (align holds out 1000).")] = 1000,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write figures + records as JSON.")
@@ -106,6 +110,8 @@ def eval_(
     with --data, on your own tool-use rows."""
     from posttrain.pipelines.evaluate import run_eval
 
+    if output is not None:
+        writable_file(output, "--output")
     result = run_eval(
         task,
         model,

@@ -61,6 +61,16 @@ _FLAG_KEYS = {
 }
 
 
+def writable_file(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot become a file, before any work whose result it would hold."""
+    from posttrain.errors import PosttrainError
+
+    if path.is_dir():
+        raise PosttrainError(f"{flag} {path}: is a directory; give a file name such as {path / 'out.jsonl'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise PosttrainError(f"{flag} {path}: {path.parent} is a file, not a folder")
+
+
 def flags(**values: Any) -> dict[str, Any]:
     """CLI shortcuts as a nested config dict; only flags the user gave, so a preset's value stands
     wherever the flag was left out."""

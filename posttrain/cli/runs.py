@@ -17,7 +17,7 @@ StoreDirOpt = Annotated[str, typer.Option(help="Where the default store lives.")
 def runs_list(
     store: StoreOpt = None,
     output_dir: StoreDirOpt = "runs",
-    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
 ) -> None:
     """Runs in the store, newest first."""
     from posttrain.pipelines.runs import list_runs
@@ -27,11 +27,11 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[int, typer.Argument(help="Run id from `posttrain runs list`.")],
+    run: Annotated[str, typer.Argument(help="Run id or run name, as `posttrain runs list` shows them.")],
     store: StoreOpt = None,
     output_dir: StoreDirOpt = "runs",
 ) -> None:
-    """One run: config, final metrics, its episodes and its executor task attempts."""
+    """One run by id or name: fields, final metrics, episodes, executor task attempts and config."""
     from posttrain.pipelines.runs import show_run
 
-    console.print(show_run(run_id, store, output_dir))
+    console.print(show_run(run, store, output_dir))

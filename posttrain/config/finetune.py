@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 
 from posttrain.config.sections import (
     DataSettings,
+    DPOLoss,
     LoraSettings,
     ModelSettings,
     OptimSettings,
@@ -48,7 +49,11 @@ class DPOTrainSettings(OptimSettings):
 
 class DPOSettings(Strict):
     beta: float = Field(0.1, gt=0.0, description="DPO temperature: higher stays closer to the reference.")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid, ipo, hinge, ...).")
+    loss_type: DPOLoss = Field(
+        "sigmoid",
+        description="TRL DPO loss type (sigmoid, ipo, hinge, ...); 'sigmoid+sft' adds an NLL term on the "
+        "chosen answer (RPO), which keeps DPO from unlearning what SFT taught.",
+    )
     adapter: str | None = Field(
         None, description="SFT adapter to start from; it is also the frozen reference. None = base model."
     )

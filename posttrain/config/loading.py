@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import logging
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from posttrain.errors import ConfigError
 
 C = TypeVar("C", bound=BaseModel)
+_log = logging.getLogger(__name__)
 
 
 def preset_names() -> list[str]:
@@ -41,9 +44,15 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a directory, not a config file (expected a .yaml or .json file)")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: cannot read the config file (permission denied)") from exc
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from exc
     if data is None:
@@ -85,6 +94,24 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def _check_sections(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Refuse a scalar where the schema has a section: merged over a preset, `train: 5` would
+    silently drop the preset's whole `train` section (and a flag merged later would hide it)."""
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)) or value is None:
+            continue
+        if isinstance(value, str) and name in getattr(model, "scalar_sections", ()):
+            continue  # an old flat spelling the schema maps itself, with a note (`model: NAME`)
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: '{prefix}{name}' is a section (a mapping of keys such as "
+                f"'{prefix}{name}.{next(iter(ann.model_fields))}'), got {value!r}"
+            )
+        _check_sections(ann, value, source, f"{prefix}{name}.")
+
+
 def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
@@ -102,7 +129,8 @@ def _explain(err: ValidationError, cls: type[BaseModel], source: str) -> ConfigE
         near = difflib.get_close_matches(key, _all_keys(cls), n=1, cutoff=0.5)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         return ConfigError(f"{source}: unknown key '{key}'{hint}")
-    return ConfigError(f"{source}: {key}: {first['msg']} (got {first.get('input')!r})")
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{source}: {key}: {message} (got {first.get('input')!r})")
 
 
 def load_config(
@@ -116,35 +144,59 @@ def load_config(
     """Build a config: class defaults < preset < file < `extra` (CLI flags) < `--set` overrides."""
     data: dict[str, Any] = {}
     sources = []
+    layers: list[tuple[str, dict[str, Any]]] = []
     if preset:
-        data = _merge(data, _read_preset(preset))
-        sources.append(f"preset {preset}")
+        layers.append((f"preset {preset}", _read_preset(preset)))
     if path:
-        data = _merge(data, _read_file(path))
-        sources.append(str(path))
+        layers.append((str(path), _read_file(path)))
     if extra:
-        data = _merge(data, extra)
-    for item in overrides or []:
-        data = _merge(data, parse_override(item))
-        sources.append("--set")
+        layers.append(("flags", extra))
+    layers += [("--set", parse_override(item)) for item in overrides or []]
+    for source, layer in layers:
+        _check_sections(cls, layer, source)
+        data = _merge(data, layer)
+        if source not in sources:
+            sources.append(source)
     try:
-        return cls.model_validate(data)
+        cfg = cls.model_validate(data)
     except ValidationError as err:
         raise _explain(err, cls, " + ".join(sources) or "config") from None
+    # What this command asked for beyond the files, for the resume of a run that never trained.
+    # Kept beside the config, not in it (a private attribute would break config equality); the
+    # entry goes with the config, so a reused id() never finds a stale one.
+    _USER_LAYERS[id(cfg)] = (dict(extra or {}), list(overrides or []))
+    weakref.finalize(cfg, _USER_LAYERS.pop, id(cfg), None)
+    return cfg
 
 
-def resumed_config(cfg: C, run_dir: str | Path | None) -> C:
+_USER_LAYERS: dict[int, tuple[dict[str, Any], list[str]]] = {}
+
+
+def resumed_config(cfg: C, run_dir: str | Path | None, *, trained: bool = True) -> C:
     """The config a resumed run continues with: the run's own config.yaml wins over `cfg`, so the
     continued run is the same run.
 
     `run_dir` is the directory being resumed; None (not resuming) or one without config.yaml
     (killed before writing it) gives `cfg` back. The saved file goes through `load_config`, so
-    its errors name the file and the key.
+    its errors name the file and the key. A run that never `trained` has nothing to stay
+    consistent with: the command's flags and `--set` apply over its saved file, and a saved file
+    that no longer loads gives way to `cfg` with a warning.
     """
     if run_dir is None:
         return cfg
     saved = Path(run_dir) / "config.yaml"
-    return load_config(type(cfg), path=saved) if saved.exists() else cfg
+    if not saved.exists():
+        return cfg
+    extra, overrides = _USER_LAYERS.get(id(cfg), ({}, []))
+    if not trained:
+        try:
+            return load_config(type(cfg), path=saved, extra=extra, overrides=overrides)
+        except ConfigError as err:
+            _log.warning("%s; the run never trained, so it starts with this command's config", err)
+            return cfg
+    if overrides:
+        _log.warning("--set ignored: the run has trained, so it continues with its own %s", saved)
+    return load_config(type(cfg), path=saved)
 
 
 def dump_config(cfg: BaseModel, path: Path) -> None:

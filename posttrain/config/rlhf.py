@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from posttrain.config.aliases import DROP, Alias, AliasValue, rename_aliases, switch
-from posttrain.config.sections import LoraSettings, ModelSettings, RunSettings, Strict
+from posttrain.config.sections import LoraSettings, MaxSteps, ModelSettings, RunSettings, Strict
 
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -52,7 +52,7 @@ class StageSettings(Strict):
     learning_rate: float = Field(2e-4, gt=0.0, description="Peak learning rate.")
     batch_size: int = Field(4, ge=1, description="Examples per device per step.")
     epochs: float = Field(1.0, gt=0.0, description="Passes over the stage's training data.")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
+    max_steps: MaxSteps = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
 
 
 class RLHFSFTSettings(StageSettings):

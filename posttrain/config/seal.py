@@ -13,7 +13,15 @@ from pydantic import Field, model_validator
 
 from posttrain.config.aliases import Alias, rename_aliases
 from posttrain.config.constants import LORA_TARGETS
-from posttrain.config.sections import ExecutorSettings, LoraSettings, ModelSettings, RunSettings, Strict
+from posttrain.config.sections import (
+    ExecutorSettings,
+    LoraSettings,
+    ModelSettings,
+    RunSettings,
+    SchedulerName,
+    Strict,
+    TargetModules,
+)
 
 
 class SEALInnerLora(LoraSettings):
@@ -27,7 +35,7 @@ class SEALGeneratorLora(Strict):
 
     r: int = Field(16, ge=1, le=1024, description="Generator LoRA rank.")
     alpha: int = Field(32, ge=1, description="Generator LoRA alpha.")
-    target_modules: list[str] = Field(
+    target_modules: TargetModules = Field(
         default_factory=lambda: list(LORA_TARGETS), description="Modules the generator adapts."
     )
 
@@ -46,7 +54,7 @@ class SEALInnerSettings(Strict):
         description="Inner updates per self-edit, each with its own seed; score = their mean (paper: 3).",
     )
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Share of inner steps warming up the LR.")
-    scheduler: str = Field("linear", description="HF scheduler name of the inner update.")
+    scheduler: SchedulerName = Field("linear", description="HF scheduler name of the inner update.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping of the inner update.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay of the inner update.")
     max_length: int = Field(

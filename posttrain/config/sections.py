@@ -9,11 +9,78 @@ reset every sibling the lambda had changed.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from posttrain.config.constants import DEFAULT_MODEL, LORA_TARGETS
+from posttrain.config.constants import (
+    ATTENTION,
+    DEFAULT_MODEL,
+    DPO_LOSSES,
+    LORA_TARGETS,
+    REPORTERS,
+    SCHEDULERS,
+)
+
+
+def _one_of(names: tuple[str, ...] | list[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"expected one of {', '.join(names)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _steps(value: int) -> int:
+    # 0 and negatives other than -1 used to reach HF, which trained 1 or 11 steps instead
+    if value != -1 and value < 1:
+        raise ValueError("expected -1 (use epochs) or a step count of at least 1")
+    return value
+
+
+def _targets(value: list[str]) -> list[str]:
+    # an empty list reached PEFT as "all seven defaults" while config.yaml recorded []
+    if not value or any(not isinstance(v, str) or not v.strip() for v in value):
+        raise ValueError("expected at least one module name, e.g. [q_proj, v_proj]")
+    return value
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError("expected auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+def _attention(value: str) -> str:
+    if value not in ATTENTION and "/" not in value:  # "org/repo" is a hub kernel
+        raise ValueError(f"expected one of {', '.join(ATTENTION)} or a hub kernel org/repo")
+    return value
+
+
+def _run_name(value: str | None) -> str | None:
+    # the name becomes one folder under output_root; a "/" trained fully, then failed the final rename
+    if value is not None and (not value.strip() or value.startswith(".") or re.search(r"[/\\\x00]", value)):
+        raise ValueError("a run name is one folder name: not empty, no '/' or '\\', not starting with '.'")
+    return value
+
+
+MaxSteps = Annotated[int, AfterValidator(_steps)]
+SchedulerName = Annotated[str, _one_of(SCHEDULERS)]
+ReportTo = Annotated[str, _one_of(list(REPORTERS))]
+
+
+def _dpo_loss(value: str) -> str:
+    # "sigmoid+sft" sums TRL losses (RPO: DPO plus NLL on the chosen answer)
+    bad = [part for part in value.split("+") if part not in DPO_LOSSES]
+    if bad:
+        raise ValueError(f"expected one of {', '.join(DPO_LOSSES)}, or several joined by '+' (sigmoid+sft)")
+    return value
+
+
+DPOLoss = Annotated[str, AfterValidator(_dpo_loss)]
+TargetModules = Annotated[list[str], AfterValidator(_targets)]
 
 
 class Strict(BaseModel):
@@ -24,11 +91,11 @@ class ModelSettings(Strict):
     name: str = Field(
         DEFAULT_MODEL, description="Model spec: smollm2-135m, tiny-random, a hub id or a local dir."
     )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    device: Annotated[str, AfterValidator(_device)] = Field("auto", description="auto, cpu, cuda, cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on CUDA that supports it, fp32 elsewhere."
     )
-    attn_implementation: str = Field(
+    attn_implementation: Annotated[str, AfterValidator(_attention)] = Field(
         "auto", description="auto = flash_attention_2 if installed on CUDA, else sdpa."
     )
     use_kernels: bool = Field(
@@ -41,7 +108,7 @@ class LoraSettings(Strict):
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
-    target_modules: list[str] = Field(
+    target_modules: TargetModules = Field(
         default_factory=lambda: list(LORA_TARGETS), description="Modules to adapt."
     )
 
@@ -83,17 +150,19 @@ class OptimSettings(Strict):
     batch_size: int = Field(4, ge=1, description="Examples per device per step (before packing).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
+    max_steps: MaxSteps = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
     warmup_ratio: float = Field(0.03, ge=0.0, le=1.0, description="Share of steps spent warming up the LR.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    scheduler: str = Field("cosine", description="HF scheduler name: linear, cosine, constant, ...")
+    scheduler: SchedulerName = Field("cosine", description="HF scheduler name: linear, cosine, constant, ...")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     seed: int = Field(42, description="Seed of model init, LoRA init and data order.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     logging_steps: int = Field(1, ge=1, description="Log the training loss every N steps.")
-    report_to: str = Field("none", description="none, tensorboard, wandb, mlflow or trackio (passed to HF).")
+    report_to: ReportTo = Field(
+        "none", description="none, tensorboard, wandb, mlflow or trackio (passed to HF)."
+    )
 
 
 class TrainSettings(OptimSettings):
@@ -106,8 +175,10 @@ class TrainSettings(OptimSettings):
 
 
 class RunSettings(Strict):
-    name: str | None = Field(None, description="Run name; default <pipeline>-<timestamp>.")
-    output_root: str = Field("runs", description="Parent of run directories.")
+    name: Annotated[str | None, AfterValidator(_run_name)] = Field(
+        None, description="Run name; default <pipeline>-<timestamp>."
+    )
+    output_root: str = Field("runs", min_length=1, description="Parent of run directories.")
     store: str | None = Field(
         None, description="Store URL; default $POSTTRAIN_STORE or sqlite:///runs/posttrain.db."
     )

@@ -16,6 +16,7 @@ from typing import Any
 from posttrain.config import DPOConfig, SFTConfig
 from posttrain.distributed import world_size
 from posttrain.inference import generate_batch
+from posttrain.models import check_adapter
 from posttrain.pipelines._run import Report, Run, open_run, resumed
 from posttrain.report import write_training_report
 from posttrain.rundir import save_adapter
@@ -48,7 +49,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         )
         if result.status == "completed":
             save_adapter(model, run.path / "adapter", cfg.model.name, {"kind": "sft"})
-        sample = val_rows[0]["prompt"]
+        sample = (val_rows or train_rows)[0]["prompt"]  # a one-row file has no validation row
         generation = ""  # a diverged adapter has nothing worth showing
         if result.status == "completed":
             generation = generate_batch(model, resident.tokenizer, [sample], max_new_tokens=48)[0]
@@ -88,6 +89,8 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     cfg = resumed(cfg, resume)
     data_path = cfg.data.path or str(sample_path("preference"))
     train_rows, val_rows = load_preference_dataset(data_path, **cfg.data.split_args())
+    if cfg.dpo.adapter:
+        check_adapter(cfg.dpo.adapter, cfg.model.name)
     with open_run("dpo", cfg, resume) as run:
         resident = run.resident
         if cfg.dpo.adapter:

@@ -49,6 +49,11 @@ from posttrain.store.schema import (
 from posttrain.store.values import finite_or_none, jsonable, now_utc
 
 
+def _hidden(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 class Store:
     """Typed access to the history store; safe to use from many processes at once.
 
@@ -60,8 +65,21 @@ class Store:
 
     def __init__(self, url: str | None = None) -> None:
         self._raw_url = url or default_store_url()
-        self.url: str = make_url(self._raw_url).render_as_string(hide_password=True)
-        self._engine = make_engine(self._raw_url)
+        try:
+            self.url: str = make_url(self._raw_url).render_as_string(hide_password=True)
+            self._engine = make_engine(self._raw_url)
+        except (exc.NoSuchModuleError, ImportError) as err:  # (NoSuchModuleError is an ArgumentError)
+            raise PosttrainError(
+                f"store URL '{_hidden(self._raw_url)}': its database driver is not installed ({err}); "
+                "use sqlite:///... or install the driver"
+            ) from err
+        except exc.ArgumentError as err:
+            raise PosttrainError(
+                f"store URL '{self._raw_url}' is not a database URL (expected sqlite:///path/to/file.db "
+                "or postgresql://user@host/db)"
+            ) from err
+        except OSError as err:  # the SQLite file's folder cannot be made
+            raise PosttrainError(f"store URL '{self._raw_url}': {err.filename}: {err.strerror}") from err
         self._reader = self._engine.execution_options(**{READ_ONLY: True})
         try:
             self._migrate()

@@ -225,6 +225,8 @@ def test_unit_converter() -> None:
     assert convert_units(2, "lb", "kg")["value"] == 0.9072
     with pytest.raises(ValueError, match="cannot convert length"):
         convert_units(1, "km", "kg")
+    with pytest.raises(ValueError, match="too large to represent"):  # never Infinity, which is not JSON
+        convert_units(1e308, "mi", "cm")
 
 
 def test_weather_reads_the_bundled_table(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from posttrain.tasks.tool_use.tools.calculator import tidy_number
@@ -36,4 +37,6 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> dict[str, Any]:
         result = celsius if to_unit == "celsius" else celsius * 9 / 5 + 32
     else:
         result = value * UNITS[from_unit][1] / UNITS[to_unit][1]
+    if not math.isfinite(result):  # 1e308 mi in cm: Infinity is not JSON, and no answer anyway
+        raise ValueError(f"{value} {from_unit} in {to_unit} is too large to represent")
     return {"value": tidy_number(round(result, 4)), "unit": to_unit}
