@@ -3,17 +3,22 @@
 Runs the real pipeline (`run_align`) once per task with the task's preset plus a budget, then
 gathers the held-out tables into the issue's schema:
 
-    {"tool_use": {"base": {...}, "sft": {...}, "dpo": {...}},          # in-distribution split
-     "tool_use_heldout": {"base": {...}, "sft": {...}, "dpo": {...}},  # unseen tools and templates
+    {"tool_use": {"heldout_families": {"base": {...}, "sft": {...}, "dpo": {...}},  # never trained on
+                  "seen_families": {...}},                                         # new requests
+     "react": {"indist": {...}, "unseen_tools": {...}},   # ReAct episodes on the executable tools
      "meetings": {"sft_accuracy", "trajectory_accuracy", "dpo_accuracy",
                   "majority_baseline", "oracle_accuracy", "n", ...}}
 
-Each `{...}` holds full_compliance, json_validity, thought_prefix_rate, hallucinated_tool_rate,
-irrelevance_accuracy, tool_choice_accuracy, argument_accuracy, task_accuracy and n (scored turns),
-every figure with `<name>_ci` (bootstrap 95%) and `<name>_n`. In "meetings", `sft_accuracy` is
-the SFT predictor reading the scenario text, `trajectory_accuracy` the SFT agent's phase-2
-trajectories (greedy and sampled), `dpo_accuracy` the DPO agent with tools; the other
-model/mode pairs are there too (`sft_agent_accuracy`, `dpo_direct_accuracy`, `base_*`).
+A "tool_use" `{...}` holds ast_accuracy (the headline), function_name_accuracy,
+hallucinated_function_rate, must_call_rate, irrelevance_accuracy, format_validity and
+thought_prefix_rate over function-pool requests; a "react" one holds full_compliance,
+json_validity, thought_prefix_rate, hallucinated_tool_rate, irrelevance_accuracy,
+tool_choice_accuracy, argument_accuracy and task_accuracy over first turns of whole episodes.
+n counts scored rows; every figure has `<name>_ci` (bootstrap 95%) and `<name>_n`. In
+"meetings", `sft_accuracy` is the SFT predictor reading the scenario text,
+`trajectory_accuracy` the SFT agent's phase-2 trajectories (greedy and sampled), `dpo_accuracy`
+the DPO agent with tools; the other model/mode pairs are there too (`sft_agent_accuracy`,
+`dpo_direct_accuracy`, `base_*`).
 Held-out data always comes from `evaluation.seed` (1000), which training never uses; nothing is
 tuned on it.
 
@@ -45,13 +50,12 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
     "full": {"tool_use": [], "meetings": []},
     "small": {
         "tool_use": [
-            "data.train_rows=400",
-            "rollouts.prompts=8",
+            "rollouts.prompts=16",
             "rollouts.k=3",
-            "pairs.synthetic=64",
-            "pairs.on_policy=16",
+            "pairs.synthetic=96",
+            "pairs.on_policy=24",
             "dpo.train.max_steps=30",
-            "evaluation.episodes=32",
+            "evaluation.episodes=6",
         ],
         "meetings": [
             "data.train_rows=240",
@@ -104,7 +108,28 @@ def _flat(figs: dict[str, dict[str, Any]], n: int) -> dict[str, Any]:
 
 def tool_use_block(summary: dict[str, Any], split: str) -> dict[str, Any]:
     by_model = summary["eval"][split]
-    return {m: _flat(figs, figs["full_compliance"]["n"]) for m, figs in by_model.items()}
+    return {m: _flat(figs, max(f["n"] for f in figs.values())) for m, figs in by_model.items()}
+
+
+def dpo_gate(summary: dict[str, Any]) -> dict[str, Any]:
+    """DPO minus SFT on the unseen families, per figure, and whether DPO is worse than SFT beyond
+    SFT's CI anywhere (the issue's bar: no figure worse beyond its CI)."""
+    by_model = summary["eval"]["unseen_families"]
+    sft, dpo = by_model.get("sft"), by_model.get("dpo")
+    if not sft or not dpo:
+        return {}
+    lower_is_better = {"hallucinated_function_rate"}
+    out: dict[str, Any] = {}
+    worse = []
+    for name, f in sft.items():
+        if f["value"] is None or dpo[name]["value"] is None:
+            continue
+        out[f"{name}_change"] = round(dpo[name]["value"] - f["value"], 4)
+        lo, hi = f["ci"]
+        if (dpo[name]["value"] > hi) if name in lower_is_better else (dpo[name]["value"] < lo):
+            worse.append(name)
+    out["worse_beyond_ci"] = worse
+    return out
 
 
 def meetings_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -150,9 +175,19 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+TASK_BLOCKS = {"tool_use": ("tool_use", "react", "dpo_vs_sft"), "meetings": ("meetings",)}
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the tasks asked for; the blocks of a task not run this time (and `variants`, see
+    bench/align_variants.py) stay as the file had them, each task with its own meta entry."""
     command = "python bench/align_quality.py " + shlex.join(sys.argv[1:])
-    result: dict[str, Any] = {}
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result: dict[str, Any] = {
+        k: v for t, keys in TASK_BLOCKS.items() if t not in args.tasks for k, v in old.items() if k in keys
+    }
+    if "variants" in old:
+        result["variants"] = old["variants"]
     meta: dict[str, Any] = {
         "model": args.model,
         "budget": args.budget,
@@ -171,11 +206,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         meta["runs"][task] = summary["run_dir"]
         meta["device"] = summary["device"]
         if task == "tool_use":
-            result["tool_use"] = tool_use_block(summary, "indist")
-            result["tool_use_heldout"] = tool_use_block(summary, "heldout")
+            result["tool_use"] = {
+                "heldout_families": tool_use_block(summary, "unseen_families"),
+                "seen_families": tool_use_block(summary, "seen_families"),
+            }
+            result["react"] = {
+                "indist": tool_use_block(summary, "indist"),
+                "unseen_tools": tool_use_block(summary, "heldout"),
+            }
+            result["dpo_vs_sft"] = dpo_gate(summary)
         else:
             result["meetings"] = meetings_block(summary)
-    result["meta"] = meta
+    kept = {t: old["meta"] for t in TASK_BLOCKS if t not in args.tasks and t in old and "meta" in old}
+    result["meta"] = {**meta, "earlier_runs": kept} if kept else meta
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "meta"}, indent=1)[:4000])

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from posttrain.config import AlignConfig, DPOConfig, SEALConfig, SFTConfig, TuneConfig, config_reference
-from posttrain.tasks.tool_use import TOOL_USE_METRICS
+from posttrain.tasks.tool_use import TOOL_USE_METRICS, USER_EVAL_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -123,6 +123,53 @@ def _trial_overhead(r: dict) -> str:
 
 
 def _tune_compare(r: dict) -> str:
+    """`bench/tune_compare.py`: every tuner against the tabular benchmark of real trainings."""
+    if r.get("meta", {}).get("mode") != "tabular":
+        return _tune_confirm(r)
+    m, n_keys = r["meta"], [k for k in r if re.fullmatch(r"N\d+", k)]
+    arms = list(r[n_keys[-1]])
+
+    def cell(x: dict) -> str:
+        return f"{x['mean']:.4f} [{x['ci'][0]:.4f}, {x['ci'][1]:.4f}]"
+
+    head = "| tuner | " + " | ".join(f"regret {k} (95% CI)" for k in n_keys)
+    head += f" | best val loss {n_keys[-1]} | test loss of winner {n_keys[-1]} |\n"
+    rows = "".join(
+        f"| {a} | "
+        + " | ".join(cell(r[k][a]["regret"]) for k in n_keys)
+        + f" | {r[n_keys[-1]][a]['best_val']['mean']:.4f} | {r[n_keys[-1]][a]['winner_test']['mean']:.4f} |\n"
+        for a in arms
+    )
+    diffs = []
+    for k, d in r.get("differences", {}).items():
+        for key, x in d.items():
+            if key.startswith("minus_"):
+                diffs.append(f"{k} {d['best_agent_based']} − {key[6:]}: {cell(x)}")
+    best, check = m["table_best"], m["table_lr_check"]
+    lr_ok = "yes" if check["lr_optimum_inside"] and check["too_high_lr_loses"] else "no"
+    skipped = "".join(f" Not run: {a} ({why})." for a, why in m.get("skipped", {}).items())
+    verdict = " ".join(v["text"] + "." for k, v in r["verdict"].items() if k in n_keys)
+    return (
+        f"**Tuner comparison** (`{m['command']}`): every tuner runs the `posttrain tune` episode loop "
+        f"against the tabular benchmark `bench/results/{m['table']}` (real {m['table_model']} LoRA trainings "
+        "over an lr × lora_r × batch_size grid, written by `OMP_NUM_THREADS=1 python bench/tune_table.py`), "
+        f"{m['seeds']} seeds, up to {m['budget']} trainings, agents on the {m['agents_backend']} backend; "
+        "every arm trains the defaults first. Regret = best validation loss found − the table's best "
+        f"({best['val_loss']:.4f} at {best['key']}); the learning-rate optimum lies inside the range and "
+        f"too-high rates lose: {lr_ok}.\n\n"
+        + head
+        + "|---" * (len(n_keys) + 3)
+        + "|\n"
+        + rows
+        + f"\n{verdict} Default tuner (winner at N{r['verdict']['default_budget']}, the default "
+        f"budget): {r['verdict']['default_tuner']}; winner at N8 + N16: {r['verdict']['winner_n8_n16']}."
+        f"{skipped}\n"
+        + ("\nDifferences of mean regret (95% CI): " + "; ".join(diffs) + ".\n" if diffs else "")
+    )
+
+
+def _tune_confirm(r: dict) -> str:
+    """`bench/tune_compare.py --real`: every trial trained for real (few seeds)."""
     n_keys = [k for k in r if k.startswith("N")]
     head = (
         "| tuner | "
@@ -206,7 +253,8 @@ def _ci_cell(block: dict, key: str) -> str:
     return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
 
 
-TOOL_USE_KEYS = (*TOOL_USE_METRICS, "task_accuracy")  # the align_quality table's columns, in order
+REACT_KEYS = (*TOOL_USE_METRICS, "task_accuracy")  # the ReAct tables' columns, in order
+POOL_KEYS = USER_EVAL_METRICS  # the tool-family tables' columns: AST accuracy first
 MEETINGS_KEYS = (
     "sft_accuracy",
     "trajectory_accuracy",
@@ -223,15 +271,20 @@ def _align_quality(r: dict) -> str:
         "(evaluation seed 1000, never trained or tuned on); mean [bootstrap 95% CI], n = scored turns "
         "(tool_use) or scenarios (meetings).\n\n"
     )
-    titles = {"tool_use": "tool_use, in-distribution", "tool_use_heldout": "tool_use, held-out tools"}
-    for block, title in titles.items():
-        if block not in r:
+    tables = [
+        ("tool_use", "heldout_families", "tool_use, tool families never trained on (headline)", POOL_KEYS),
+        ("tool_use", "seen_families", "tool_use, training families, new requests", POOL_KEYS),
+        ("react", "indist", "ReAct episodes of the five executable tools, in distribution", REACT_KEYS),
+        ("react", "unseen_tools", "ReAct episodes with two unseen tools", REACT_KEYS),
+    ]
+    for group, block, title, keys in tables:
+        if block not in r.get(group, {}):
             continue
-        out += f"{title}:\n\n| model | n | " + " | ".join(TOOL_USE_KEYS) + " |\n"
-        out += "|---" * (len(TOOL_USE_KEYS) + 2) + "|\n"
+        out += f"{title}:\n\n| model | n | " + " | ".join(keys) + " |\n"
+        out += "|---" * (len(keys) + 2) + "|\n"
         for model in ("base", "sft", "dpo"):
-            b = r[block][model]
-            out += f"| {model} | {b['n']} | " + " | ".join(_ci_cell(b, k) for k in TOOL_USE_KEYS) + " |\n"
+            b = r[group][block][model]
+            out += f"| {model} | {b['n']} | " + " | ".join(_ci_cell(b, k) for k in keys) + " |\n"
         out += "\n"
     if "meetings" in r:
         b = r["meetings"]
@@ -245,17 +298,16 @@ def _align_quality(r: dict) -> str:
 def _align_reading(r: dict) -> str:
     """What the align tables say, in words computed from them (so they cannot drift apart)."""
     notes = []
-    if "tool_use" in r:
-        t, h, fc, hall = r["tool_use"], r.get("tool_use_heldout"), "full_compliance", "hallucinated_tool_rate"
-        verdict = "improves on" if t["dpo"][fc] > t["sft"][fc] else "does not improve on"
+    if "heldout_families" in r.get("tool_use", {}):
+        h, ast = r["tool_use"]["heldout_families"], "ast_accuracy"
+        verdict = "improves on" if h["dpo"][ast] > h["sft"][ast] else "does not improve on"
         text = (
-            f"SFT takes full compliance from {t['base'][fc]:.2f} to {t['sft'][fc]:.2f} in distribution; "
-            f"DPO {verdict} SFT ({t['dpo'][fc]:.2f})"
+            f"On tool families never trained on, SFT takes AST accuracy from {h['base'][ast]:.2f} to "
+            f"{h['sft'][ast]:.2f}; DPO {verdict} SFT ({h['dpo'][ast]:.2f})"
         )
-        if h:
-            moved = "raises" if h["dpo"][hall] > h["sft"][hall] else "lowers"
-            text += f", and on held-out tools it {moved} the hallucinated-tool rate"
-            text += f" from {h['sft'][hall]:.2f} to {h['dpo'][hall]:.2f}"
+        worse = r.get("dpo_vs_sft", {}).get("worse_beyond_ci")
+        if worse:
+            text += f", and is worse than SFT beyond its CI on {', '.join(worse)}"
         notes.append(text + ".")
     if "meetings" in r:
         b = r["meetings"]
@@ -272,11 +324,24 @@ def _align_reading(r: dict) -> str:
 
 
 def _rollout_throughput(r: dict) -> str:
-    return (
+    head = (
         f"**Rollout throughput** (`{r['command']}`): ReAct trajectories per minute on {r['model']}, "
-        f"{r['prompts']} tool_use prompts, batched (batch {r['batch_size']}) vs one at a time, same run.\n\n"
-        "| batched / min | sequential / min | speedup |\n|---|---|---|\n"
-        f"| {r['batched_per_min']} | {r['sequential_per_min']} | {r['speedup']} |\n"
+        f"{r['prompts']} tool_use prompts, batched (batch {r['batch_size']}) vs one at a time, same run"
+    )
+    if "batched_plain_per_min" not in r:
+        return (
+            f"{head}.\n\n| batched / min | sequential / min | speedup |\n|---|---|---|\n"
+            f"| {r['batched_per_min']} | {r['sequential_per_min']} | {r['speedup']} |\n"
+        )
+    lo_hi = {k: f"{v[0]}–{v[1]}" for k, v in r["per_min_range"].items()}
+    return (
+        f"{head}, {r['rounds']} interleaved rounds each: median (min–max). Without the shared-prefix "
+        "KV cache, batched generation recomputes the system prompt for every row.\n\n"
+        "| batched / min | batched, no prefix cache / min | sequential / min | speedup | "
+        "speedup without prefix cache |\n|---|---|---|---|---|\n"
+        f"| {r['batched_per_min']} ({lo_hi['batched']}) | {r['batched_plain_per_min']} "
+        f"({lo_hi['batched_plain']}) | {r['sequential_per_min']} ({lo_hi['sequential']}) | "
+        f"{r['speedup']} | {r['speedup_without_prefix_cache']} |\n"
     )
 
 

@@ -3,6 +3,7 @@ loads one config and hands it to one pipeline function."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -114,6 +115,10 @@ def quickstart(
     trial_steps: Annotated[int | None, typer.Option(help="Optimizer steps per training.")] = None,
     dpo_steps: Annotated[int | None, typer.Option(help="DPO steps.")] = None,
     eval_episodes: Annotated[int | None, typer.Option(help="Held-out episodes scored per model.")] = None,
+    pool_rows: Annotated[int | None, typer.Option(help="Function-pool requests added to the data.")] = None,
+    eval_items: Annotated[
+        int | None, typer.Option(help="Requests of unseen tool families scored per model.")
+    ] = None,
     output_dir: OutOpt = None,
     name: NameOpt = None,
     store: StoreOpt = None,
@@ -121,7 +126,8 @@ def quickstart(
         bool, typer.Option("--resume", help="Continue the killed quickstart named by --name, stage by stage.")
     ] = False,
 ) -> None:
-    """The main job of `make demo`: tool-use data → 3 agentic episodes with SEAL → DPO → compliance table."""
+    """The main job of `make demo`: tool-use data → 3 agentic episodes with SEAL → DPO → base/tuned/DPO
+    on unseen tool families and held-out episodes."""
     from posttrain.config import QuickstartConfig, load_config
     from posttrain.pipelines.quickstart import run_quickstart
     from posttrain.report.console import compliance_table
@@ -133,6 +139,8 @@ def quickstart(
         trial_steps=trial_steps,
         dpo_steps=dpo_steps,
         eval_episodes=eval_episodes,
+        pool_rows=pool_rows,
+        eval_items=eval_items,
     )
     given |= {k: v for k, v in budget.items() if v is not None}
     cfg = load_config(QuickstartConfig, preset=preset, path=config, overrides=set_, extra=given)
@@ -145,7 +153,7 @@ def tune(
     set_: SetOpt = None,
     model: ModelOpt = None,
     data: DataOpt = None,
-    tuner: Annotated[str | None, typer.Option(help="agents, random, tpe or hybrid.")] = None,
+    tuner: Annotated[str | None, typer.Option(help="agents, random, tpe, cma, hybrid or centaur.")] = None,
     backend: Annotated[str | None, typer.Option(help="Agent backend: rules, openai or local.")] = None,
     episodes: Annotated[int | None, typer.Option(help="max_episodes.")] = None,
     seal: Annotated[str | None, typer.Option(help="SEAL stage: refine, self_edit or none.")] = None,
@@ -275,6 +283,12 @@ def align(
     output_dir: OutOpt = None,
     store: StoreOpt = None,
     resume: ResumeOpt = False,
+    tools: Annotated[
+        Path | None,
+        typer.Option(
+            help="tool_use: a file of OpenAI function specs; requests for them (data.tools_rows) join SFT."
+        ),
+    ] = None,
 ) -> None:
     """SFT -> tool-using trajectories with rewards -> preference pairs -> DPO -> base/SFT/DPO eval."""
     from posttrain.config import AlignConfig, load_config
@@ -283,6 +297,8 @@ def align(
     if task not in ("tool_use", "meetings"):
         raise PosttrainError(f"--task must be tool_use or meetings, got '{task}'")
     given = {"task": task, **flags(model=model, name=name, output_dir=output_dir, store=store)}
+    if tools is not None:
+        given["data"] = {"tools_file": str(tools)}
     preset = preset if preset or config else f"align_{task}"
     cfg = load_config(AlignConfig, preset=preset, path=config, overrides=set_, extra=given)
     summary = run_align(cfg, resume=resume)

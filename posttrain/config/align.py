@@ -8,8 +8,10 @@ from pydantic import Field
 
 from posttrain.config.finetune import DPOTrainSettings
 from posttrain.config.sections import (
+    DPOLoss,
     ExecutorSettings,
     LoraSettings,
+    MaxSteps,
     ModelSettings,
     RunSettings,
     Strict,
@@ -24,6 +26,18 @@ class AlignDataSettings(Strict):
         description="tool_use: generated training turns (grouped into whole episodes for SFT); "
         "meetings: scenarios for the direct predictor.",
     )
+    pool_rows: int = Field(
+        0,
+        ge=0,
+        description="tool_use: requests from the function pool's training families added to SFT "
+        "(hundreds of invented functions, masked names, distractors, ~15% no-call rows); 0 = none.",
+    )
+    tools_file: str | None = Field(
+        None,
+        description="tool_use: a file of OpenAI function specs (JSON/JSONL/YAML); requests for these "
+        "tools, written from their descriptions, join SFT and the synthetic pairs.",
+    )
+    tools_rows: int = Field(200, ge=0, description="tool_use: rows for the tools of data.tools_file.")
     agent_demos: int = Field(
         48, ge=0, description="meetings: scripted tool-using demos added to SFT (tool_use ignores it)."
     )
@@ -72,12 +86,23 @@ class AlignPairSettings(Strict):
 class AlignDPOTrainSettings(DPOTrainSettings):
     """Align's DPO stage: DPO's defaults, stopped after 40 steps rather than an epoch of pairs."""
 
-    max_steps: int = Field(40, description="Stop after this many optimizer steps (-1 = use epochs).")
+    max_steps: MaxSteps = Field(40, description="Stop after this many optimizer steps (-1 = use epochs).")
 
 
 class AlignDPOSettings(Strict):
     beta: float = Field(0.1, gt=0.0, description="DPO temperature: higher stays closer to the SFT model.")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid, ipo, hinge, ...).")
+    gate: bool = Field(
+        True,
+        description="Keep DPO only if it scores at least SFT's gate metrics on the task's validation sets "
+        "(tool_use: AST accuracy + must-call on tool families that training and evaluation never see); "
+        "otherwise the SFT adapter is the final one. Tasks without validation sets skip it.",
+    )
+    gate_items: int = Field(48, ge=1, description="Requests per validation set the gate scores.")
+    loss_type: DPOLoss = Field(
+        "sigmoid",
+        description="TRL DPO loss type (sigmoid, ipo, hinge, ...); 'sigmoid+sft' adds an NLL term on the "
+        "chosen answer (RPO), which keeps DPO from unlearning what SFT taught.",
+    )
     train: AlignDPOTrainSettings = Field(
         default_factory=AlignDPOTrainSettings,
         description="Optimisation of the DPO stage (the SFT adapter is its starting point and reference).",
@@ -90,6 +115,11 @@ class AlignEvalSettings(Strict):
     )
     episodes: int = Field(
         24, ge=1, description="tool_use: held-out episodes per split; every turn of each is scored."
+    )
+    items: int = Field(
+        200,
+        ge=1,
+        description="tool_use: scored requests per function-pool split (seen and unseen tool families).",
     )
     scenarios: int = Field(32, ge=1, description="meetings: held-out scenarios.")
     max_steps: int = Field(6, ge=1, description="ReAct turns per evaluated episode.")

@@ -7,7 +7,7 @@ Before the one-house schema the quickstart's keys were flat: `model: <spec>`, `n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -27,7 +27,13 @@ class QuickstartConfig(Strict):
     episodes: int = Field(3, ge=1, description="Agentic episodes (each a TRAIN and a SEAL stage).")
     trial_steps: int = Field(4, ge=1, description="Optimizer steps per TRAIN and per SEAL training.")
     dpo_steps: int = Field(6, ge=1, description="DPO steps on the best adapter.")
+    pool_rows: int = Field(
+        200, ge=0, description="Function-pool requests (training tool families) added to the tool_use rows."
+    )
     eval_episodes: int = Field(8, ge=1, description="Held-out tool-use episodes scored per model.")
+    eval_items: int = Field(
+        32, ge=1, description="Requests of tool families never trained on, scored per model (the headline)."
+    )
     max_length: int = Field(512, ge=64, description="Tokens per training row.")
     seed: int = Field(42, description="Data and training seed (evaluation uses a different one).")
     run: RunSettings = Field(
@@ -35,6 +41,9 @@ class QuickstartConfig(Strict):
         description="run.name prefixes the three directories (default quickstart-<timestamp>); the tune "
         "and DPO runs record in run.store.",
     )
+
+    scalar_sections: ClassVar[frozenset[str]] = frozenset({"model"})
+    """Sections an old config may give as one value (`model: NAME`); `_flat_spellings` maps them."""
 
     @model_validator(mode="before")
     @classmethod

@@ -24,13 +24,11 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import random
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +36,10 @@ from typing import Any
 from posttrain.config import AlignConfig
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.executors import Executor
-from posttrain.inference import generator, merged
+from posttrain.inference import merged
 from posttrain.models import ResidentModel
 from posttrain.pipelines._run import Run, open_run, resumed
+from posttrain.pipelines.align_eval import MODELS, evaluate_models, gate_dpo
 from posttrain.pipelines.align_rollouts import (
     PolicySource,
     RolloutJob,
@@ -55,11 +54,10 @@ from posttrain.store import Store
 from posttrain.tasks.align import align_task
 from posttrain.tasks.base import AlignTask, TrainingData
 from posttrain.tasks.episodes import on_policy_pairs
+from posttrain.toolcall import load_tools
 from posttrain.train.args import DPOArgs, SFTArgs
 from posttrain.train.dpo import dpo_train
 from posttrain.train.sft import sft_train
-
-MODELS = ("base", "sft", "dpo")
 
 
 @dataclass
@@ -99,7 +97,9 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         if stages["dpo"]["status"] != "completed":
             return _diverged(run, cfg, stages, "dpo")
 
-        results = evaluate_models(resident, task, data, cfg, run.dir)
+        stages["gate"] = gate_dpo(resident, task, cfg, run.dir)
+        _save_stages(run.dir, stages)
+        results = evaluate_models(resident, task, data.eval_sets, data.training.train_outcomes, cfg, run.dir)
         summary = _summary(cfg, task, run.settings.describe(), stages, results, time.perf_counter() - start)
         title = f"posttrain align --task {cfg.task}: {run.name}"
         write_align_report(run.path, title, summary, results, task.plot_metrics)
@@ -134,11 +134,16 @@ def prepare_data(cfg: AlignConfig, task: AlignTask) -> AlignData:
         compact=d.compact_prompt,
         synthetic_pairs=cfg.pairs.synthetic,
         min_margin=cfg.pairs.min_margin,
+        pool_rows=d.pool_rows,
+        user_tools=load_tools(d.tools_file) if d.tools_file else (),
+        user_rows=d.tools_rows,
     )
     return AlignData(
         training=training,
         rollout_prompts=task.rollout_prompts(cfg.rollouts.prompts, cfg.rollouts.seed, d.compact_prompt),
-        eval_sets=task.eval_sets(ev.seed, task.eval_size(ev.episodes, ev.scenarios), d.compact_prompt),
+        eval_sets=task.eval_sets(
+            ev.seed, task.eval_size(ev.episodes, ev.scenarios, ev.items), d.compact_prompt
+        ),
     )
 
 
@@ -356,51 +361,6 @@ def train_dpo(
     }
 
 
-# --------------------------------------------------------------------------- 5. evaluation
-
-
-def evaluate_models(
-    resident: ResidentModel, task: AlignTask, data: AlignData, cfg: AlignConfig, run: RunDir
-) -> dict[str, Any]:
-    """Each of base/SFT/DPO on the held-out sets; eval/<model>.json per model, eval.json for all."""
-    ev = cfg.evaluation
-    refs = task.references(data.training.train_outcomes, data.eval_sets)
-    results: dict[str, Any] = {"splits": {}, "references": {k: f.as_dict() for k, f in refs.items()}}
-    for name in [m for m in MODELS if m in ev.models]:
-        path = run.path / "eval" / f"{name}.json"
-        if path.exists():
-            figs = json.loads(path.read_text())["figures"]
-        else:
-            _say(f"5/5 evaluating {name}")
-            with _model_for(resident, name, run) as model:
-                generate = generator(model, resident.tokenizer, ev.max_new_tokens, ev.batch_size)
-                found, records = task.evaluate(
-                    generate, data.eval_sets, ev.max_steps, cfg.data.compact_prompt
-                )
-            figs = {split: {k: f.as_dict() for k, f in fs.items()} for split, fs in found.items()}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"figures": figs, "records": records}, indent=2, default=str))
-        for split, fs in figs.items():
-            results["splits"].setdefault(split, {})[name] = fs
-    run.write_json("eval.json", results)
-    return results
-
-
-@contextlib.contextmanager
-def _model_for(resident: ResidentModel, name: str, run: RunDir) -> Iterator[Any]:
-    """The model under test, ready to generate: base (adapter disabled), SFT or DPO (merged)."""
-    if name == "base":
-        if resident.model is None:
-            yield resident.base
-        else:
-            with resident.model.disable_adapter():
-                yield resident.model
-        return
-    model = resident.load_adapter(run.path / ("sft_adapter" if name == "sft" else "adapter"), trainable=False)
-    with merged(model):
-        yield model
-
-
 # --------------------------------------------------------------------------- summary
 
 
@@ -422,6 +382,7 @@ def _summary(
         "trajectories": stages["trajectories"],
         "pairs": stages["pairs"],
         "dpo": stages["dpo"],
+        "gate": stages.get("gate", {"applied": False}),
         "eval": splits,
         "references": results["references"],
     }

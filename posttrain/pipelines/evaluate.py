@@ -26,7 +26,10 @@ from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.user_eval import read_eval_items, user_eval_conversations, user_eval_figures
 
-SPLITS = {"tool_use": ("indist", "heldout"), "meetings": ("heldout",)}
+SPLITS = {
+    "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),
+    "meetings": ("heldout",),
+}
 MAJORITY_SAMPLE = 1000  # training-distribution scenarios whose majority class is the baseline
 
 

@@ -1,10 +1,12 @@
 """`posttrain quickstart`, the main job of `make demo`.
 
-It reads top to bottom: materialize the embedded model → write tool-use data → 3 agentic
-episodes (rules agents, or an OpenAI-compatible endpoint when one is configured) with the
-SEAL stage → DPO on the best adapter → a base / tuned / DPO compliance table on held-out
-episodes of the same tools. Each stage is a real run of its own pipeline (`posttrain tune`,
-`posttrain dpo`), recorded in the store; the quickstart's own directory holds the table.
+It reads top to bottom: materialize the embedded model → write tool-use data (ReAct episodes of
+the five executable tools and function-pool requests) → 3 agentic episodes (rules agents, or an
+OpenAI-compatible endpoint when one is configured) with the SEAL stage → DPO on the best adapter
+→ a base / tuned / DPO table: AST accuracy and its companions on tool families never trained on
+(the headline), and format compliance on held-out episodes of the five tools. Each stage is a
+real run of its own pipeline (`posttrain tune`, `posttrain dpo`), recorded in the store; the
+quickstart's own directory holds the table.
 
 The one pipeline that imports other pipelines, by design: it is a recipe of recipes, and the
 runs it starts are the same runs a user gets from those commands (own directory, store row,
@@ -33,16 +35,22 @@ from posttrain.report import markdown_table
 from posttrain.rundir import RunDir
 from posttrain.tasks.metrics import flat
 from posttrain.tasks.tool_use import (
+    USER_EVAL_METRICS,
     build_registry,
     generate_tool_use_data,
     tool_use_episode_rows,
     tool_use_system_prompt,
     tool_use_turn_metrics,
+    user_eval_figures,
     with_system_prompt,
 )
+from posttrain.tasks.tool_use.pool_align import pool_training
+from posttrain.tasks.tool_use.pool_pairs import pool_item
+from posttrain.tasks.tool_use.pool_rows import pool_prompt, pool_rows
 
 console = Console()
 EVAL_SEED = 7  # never a training seed: the held-out episodes are new values of the same templates
+FAMILIES_SHOWN = USER_EVAL_METRICS
 SHOWN = (
     "full_compliance",
     "thought_prefix_rate",
@@ -70,24 +78,26 @@ def run_quickstart(cfg: QuickstartConfig, resume: bool = False) -> dict[str, Any
     if cfg.model.name in ("smollm2-135m", "tiny-random"):
         console.print(f"{cfg.model.name}: {materialize(cfg.model.name)}")
     console.rule("2/5 tool-use data")
-    sft_path, pref_path = write_data(out / "data", cfg.rows, cfg.seed)
+    sft_path, pref_path = write_data(out / "data", cfg.rows, cfg.seed, cfg.pool_rows)
     console.rule(f"3/5 {cfg.episodes} agentic episodes with the SEAL stage")
     tune = _stage(run_tune, tune_config(cfg, sft_path, root, f"{name}-tune"), resume)
     console.rule("4/5 DPO on the best adapter")
     tuned = Path(tune["run_dir"]) / "adapter"
     dpo = _stage(run_dpo, dpo_config(cfg, pref_path, tuned, root, f"{name}-dpo"), resume)
-    console.rule("5/5 compliance on held-out episodes")
+    console.rule("5/5 unseen tool families and held-out episodes")
     adapters = {
         "base": None,
         "tuned": tuned,
         "dpo": Path(dpo["run_dir"]) / "adapter",
     }
-    table = {
-        label: evaluate_compliance(cfg.model, adapter, cfg.eval_episodes)
+    evaluated = {
+        label: evaluate_model(cfg.model, adapter, cfg.eval_episodes, cfg.eval_items)
         for label, adapter in adapters.items()
     }
-    write_report(out, cfg, tune, dpo, table)
-    return {"run_dir": str(out), "tune": tune, "dpo": dpo, "compliance": table}
+    families = {label: figs for label, (figs, _) in evaluated.items()}
+    table = {label: figs for label, (_, figs) in evaluated.items()}
+    write_report(out, cfg, tune, dpo, table, families)
+    return {"run_dir": str(out), "tune": tune, "dpo": dpo, "families": families, "compliance": table}
 
 
 def _stage(run: Callable[..., dict[str, Any]], cfg: TuneConfig | DPOConfig, resume: bool) -> dict[str, Any]:
@@ -100,8 +110,10 @@ def _stage(run: Callable[..., dict[str, Any]], cfg: TuneConfig | DPOConfig, resu
     return run(cfg, resume=resume and folder.partial.exists())
 
 
-def write_data(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
-    """tool_use SFT rows and preference rows, with the compact system prompt, as two JSONL files."""
+def write_data(folder: Path, n: int, seed: int, pool: int = 0) -> tuple[Path, Path]:
+    """tool_use SFT rows and preference rows as two JSONL files: `n` turns of ReAct episodes (the
+    compact system prompt) and `pool` function-pool requests (every tool in full), alternately
+    an SFT row and a preference row (its gold turn against one defect)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = with_system_prompt(generate_tool_use_data(n, seed, "train"), tool_use_system_prompt("train", True))
     sft = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["kind"] == "sft"]
@@ -110,6 +122,12 @@ def write_data(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
         for r in rows
         if r["kind"] == "preference"
     ]
+    conversations, pairs = pool_training(pool, seed) if pool else ([], [])
+    for i, (turns, pair) in enumerate(zip(conversations, pairs, strict=True)):
+        if i % 2:
+            pref.append({"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]})
+        else:
+            sft.append({"prompt": turns[:2], "completion": turns[2]["content"]})
     sft_path, pref_path = folder / "sft.jsonl", folder / "preference.jsonl"
     sft_path.write_text("".join(json.dumps(r) + "\n" for r in sft))
     pref_path.write_text("".join(json.dumps(r) + "\n" for r in pref))
@@ -159,28 +177,44 @@ def dpo_config(cfg: QuickstartConfig, data: Path, adapter: Path, root: Path, nam
     )
 
 
-def evaluate_compliance(model: ModelSettings, adapter: Path | None, episodes: int) -> dict[str, Any]:
-    """Each held-out turn generated greedily with the gold history as context, then scored."""
-    rows = tool_use_episode_rows("train", EVAL_SEED, episodes, compact=True)
+def evaluate_model(
+    model: ModelSettings, adapter: Path | None, episodes: int, items: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(figures on `items` requests of unseen tool families, compliance of every turn of
+    `episodes` held-out ReAct episodes with the gold history as context), greedy."""
     settings = device_settings(model.device, model.dtype, model.attn_implementation, model.use_kernels)
-    model, tok = load_for_inference(model.name, adapter, settings)
-    texts = generate_batch(model, tok, [r["prompt"] for r in rows], max_new_tokens=96, batch_size=16)
+    llm, tok = load_for_inference(model.name, adapter, settings)
+    unseen = pool_rows(items, EVAL_SEED, "heldout")
+    replies = generate_batch(llm, tok, [pool_prompt(r) for r in unseen], max_new_tokens=96, batch_size=16)
+    families, _ = user_eval_figures(replies, [pool_item(r, i) for i, r in enumerate(unseen)])
+    rows = tool_use_episode_rows("train", EVAL_SEED, episodes, compact=True)
+    texts = generate_batch(llm, tok, [r["prompt"] for r in rows], max_new_tokens=96, batch_size=16)
     with tempfile.TemporaryDirectory(prefix="posttrain-eval-") as tmp:
         figures = tool_use_turn_metrics(texts, rows, build_registry("train", Path(tmp)))
-    return flat(figures, n=len(rows))
+    return flat(families, n=len(unseen)), flat(figures, n=len(rows))
 
 
-def write_report(out: Path, cfg: QuickstartConfig, tune: dict, dpo: dict, table: dict[str, dict]) -> Path:
+def write_report(
+    out: Path, cfg: QuickstartConfig, tune: dict, dpo: dict, table: dict[str, dict], families: dict[str, dict]
+) -> Path:
     rows = [
         [label, *[_cell(metrics.get(k)) for k in SHOWN], metrics.get("n")] for label, metrics in table.items()
+    ]
+    unseen = [
+        [label, *[_cell(metrics.get(k)) for k in FAMILIES_SHOWN], metrics.get("n")]
+        for label, metrics in families.items()
     ]
     text = "\n".join(
         [
             "# posttrain quickstart\n",
             f"Model `{cfg.model.name}`; {cfg.episodes} agentic episodes ({tune.get('backend')} agents, "
             "SEAL refine), "
-            f"then {cfg.dpo_steps} DPO steps on the best adapter. Scored on {cfg.eval_episodes} held-out "
-            "tool-use episodes (new values of the training templates), greedy decoding, no constraints.\n",
+            f"then {cfg.dpo_steps} DPO steps on the best adapter. Greedy decoding, no constraints.\n",
+            f"Tool families never trained on ({cfg.eval_items} requests; AST accuracy is the headline, "
+            "irrelevance counts only beside must-call):\n",
+            markdown_table(["model", *FAMILIES_SHOWN, "n"], unseen),
+            f"\nFormat compliance on {cfg.eval_episodes} held-out episodes of the five training tools "
+            "(new values of the training templates):\n",
             markdown_table(["model", *SHOWN, "n turns"], rows),
             f"\nTune run: `{tune['run_dir']}` (best eval loss {tune.get('best_eval_loss')}); "
             f"DPO run: `{dpo['run_dir']}`.\n",
@@ -188,6 +222,7 @@ def write_report(out: Path, cfg: QuickstartConfig, tune: dict, dpo: dict, table:
     )
     (out / "report.md").write_text(text)
     (out / "compliance.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "families.json").write_text(json.dumps(families, indent=2) + "\n")
     return out / "report.md"
 
 

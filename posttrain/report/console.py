@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from posttrain.report.markdown import format_value
+from posttrain.report.tune_timeline import tune_timeline
 from posttrain.store import EpisodeRecord, RunRecord, TaskAttemptRecord
 
 STATUS_STYLES = {"running": "cyan", "completed": "green", "failed": "red", "diverged": "magenta"}
@@ -92,6 +93,8 @@ def run_detail(
                 _compact(episode.decisions),
             )
         parts.append(table)
+        if run.kind == "tune":
+            parts.append(tune_timeline(episodes, run.metrics))
     if attempts:
         parts += _attempt_tables(attempts)
     return Group(*parts)
@@ -140,10 +143,20 @@ def summary_table(title: str, summary: dict[str, Any]) -> Table | None:
     return table
 
 
+FAMILY_COLUMNS = ("ast_accuracy", "must_call_rate", "irrelevance_accuracy", "hallucinated_function_rate")
+
+
 def compliance_table(result: dict[str, Any]) -> Table:
-    """Quickstart's last word: tool-use compliance of each model it trained, on held-out episodes."""
-    title = f"tool-use compliance on held-out episodes ({result['run_dir']}/report.md)"
-    table = Table("model", *COMPLIANCE_COLUMNS, title=title)
+    """Quickstart's last word for each model it trained: AST accuracy and its companions on tool
+    families never trained on (the headline), then format compliance on held-out episodes."""
+    title = f"tool use: unseen tool families, then held-out episodes ({result['run_dir']}/report.md)"
+    families = result.get("families", {})
+    table = Table("model", *FAMILY_COLUMNS, *COMPLIANCE_COLUMNS, title=title)
     for label, metrics in result["compliance"].items():
-        table.add_row(label, *[str(metrics.get(k)) for k in COMPLIANCE_COLUMNS])
+        unseen = families.get(label, {})
+        table.add_row(
+            label,
+            *[str(unseen.get(k)) for k in FAMILY_COLUMNS],
+            *[str(metrics.get(k)) for k in COMPLIANCE_COLUMNS],
+        )
     return table

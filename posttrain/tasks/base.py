@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from posttrain.tasks.metrics import Figure
-from posttrain.toolcall import Generate
+from posttrain.toolcall import Generate, Tool
 
 Conversation = list[dict[str, str]]
 
@@ -72,9 +72,14 @@ class AlignTask(Protocol):
         compact: bool,
         synthetic_pairs: int,
         min_margin: float,
+        pool_rows: int = 0,
+        user_tools: Sequence[Tool] = (),
+        user_rows: int = 0,
     ) -> TrainingData:
         """SFT conversations (at most `val_rows`, and a fifth, held out for validation) and up to
-        `synthetic_pairs` synthetic pairs whose rewards differ by at least `min_margin`."""
+        `synthetic_pairs` synthetic pairs whose rewards differ by at least `min_margin`;
+        `pool_rows` requests of the function pool and `user_rows` requests for `user_tools` where
+        the task calls tools (tool_use)."""
         ...
 
     def rollout_prompts(self, n: int, seed: int, compact: bool) -> list[dict[str, Any]]:
@@ -91,18 +96,27 @@ class AlignTask(Protocol):
         """What the rollout stage reports about its traces (counts, figures as dicts)."""
         ...
 
-    def eval_size(self, episodes: int, scenarios: int) -> int:
-        """Which of align's `evaluation.episodes` / `evaluation.scenarios` sizes this task's sets."""
+    def eval_size(self, episodes: int, scenarios: int, items: int = 0) -> Any:
+        """Which of align's `evaluation.episodes` / `.scenarios` / `.items` sizes this task's sets."""
         ...
 
-    def eval_sets(self, seed: int, size: int, compact: bool) -> dict[str, Any]:
-        """Held-out sets by split name, `size` items each, from `seed`."""
+    def eval_sets(self, seed: int, size: Any, compact: bool) -> dict[str, Any]:
+        """Held-out sets by split name, from `seed`; `size` is what `eval_size` gave, or one
+        number for every set."""
         ...
 
     def evaluate(
         self, generate: Generate, sets: dict[str, Any], max_steps: int, compact: bool
     ) -> tuple[dict[str, dict[str, Figure]], dict[str, list[dict[str, Any]]]]:
         """Figures and per-example records of one model, by split."""
+        ...
+
+    gate_metrics: tuple[str, ...]
+    """The figures whose sum on `gate_sets` decides SFT or DPO (align's `dpo.gate`)."""
+
+    def gate_sets(self, seed: int, size: int) -> dict[str, Any]:
+        """Validation sets for the DPO gate, `size` items each, disjoint from the held-out sets
+        the final figures come from (empty: the task has no gate)."""
         ...
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:

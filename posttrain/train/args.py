@@ -135,7 +135,11 @@ class DPOArgs(TrainArgs):
     learning_rate: float = _arg(5e-5, "Peak learning rate.")
     max_length: int = _arg(512, "Tokens per prompt + answer; longer ones are truncated.")
     beta: float = _arg(0.1, "DPO temperature: how far the policy may move from the reference.")
-    loss_type: str = _arg("sigmoid", "TRL DPO loss: sigmoid, ipo, hinge, robust, ...")
+    loss_type: str = _arg(
+        "sigmoid",
+        "TRL DPO loss: sigmoid, ipo, hinge, robust, ...; 'a+b' sums losses ('sigmoid+sft' is RPO: "
+        "DPO plus NLL on the chosen answer).",
+    )
     packing: bool = _arg(
         False, "TRL's padding_free for DPO pairs; TRL 1.16 disabled it, so configs refuse true for now."
     )

@@ -48,7 +48,7 @@ def dpo_train(
             **hp.hf_kwargs_for(out_dir, model, checkpoints=checkpoints),
             max_length=hp.max_length,
             beta=hp.beta,
-            loss_type=[hp.loss_type],
+            loss_type=hp.loss_type.split("+"),  # "sigmoid+sft" sums both losses: RPO
             padding_free=hp.packing,
         ),
         train_dataset=Dataset.from_list(train_rows),

@@ -14,9 +14,12 @@ from safetensors.torch import load_file
 from posttrain.config import AlignConfig, load_config
 from posttrain.errors import ConfigError
 from posttrain.pipelines.align import _check_seeds, tokenize_conversation
+from posttrain.pipelines.align_eval import GATED_OUT, _swap_in_sft
+from posttrain.rundir import RunDir
 from posttrain.store import Store
 from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
+from posttrain.tasks.tool_use.pool_pairs import CALL_DEFECTS, NO_CALL_DEFECTS
 from tests.conftest import run_cli
 
 PRESET = yaml.safe_load((Path(__file__).parents[2] / "posttrain/presets/align_test.yaml").read_text())
@@ -55,6 +58,20 @@ def test_conversation_mask_covers_exactly_the_assistant_turns(tiny_tokenizer):
     assert learned == "Thought: add\nAction: call<|im_end|>\nFinal Answer: 5<|im_end|>\n"
     cut = tokenize_conversation(tok, messages, max_length=7)
     assert len(cut["input_ids"]) == len(cut["completion_mask"]) == 7
+
+
+def test_a_gated_out_dpo_leaves_the_sft_adapter_as_the_final_one(tmp_path):
+    run = RunDir(tmp_path, "r")
+    run.path.mkdir(parents=True)
+    for name, text in (("sft_adapter", "sft"), ("adapter", "dpo")):
+        (run.path / name).mkdir()
+        (run.path / name / "adapter_model.safetensors").write_text(text)
+    _swap_in_sft(run)
+    assert (run.path / "adapter" / "adapter_model.safetensors").read_text() == "sft"
+    assert (run.path / GATED_OUT / "adapter_model.safetensors").read_text() == "dpo"
+    _swap_in_sft(run)  # a rerun after a kill finishes the same layout
+    assert (run.path / GATED_OUT / "adapter_model.safetensors").read_text() == "dpo"
+    assert sorted(p.name for p in run.path.iterdir()) == ["adapter", GATED_OUT, "sft_adapter"]
 
 
 # ------------------------------------------------------------------ end to end
@@ -129,11 +146,24 @@ def test_align_tool_use_end_to_end(tiny_spec, tmp_path):
     run, summary = _align("tool_use", tmp_path)
     traces, pairs = _common_artefacts(run, "tool_use")
     results = json.loads((run / "eval.json").read_text())
-    assert set(results["splits"]) == {"indist", "heldout"}
+    assert set(results["splits"]) == {"unseen_families", "seen_families", "indist", "heldout"}
     episodes = PRESET["evaluation"]["episodes"]
     assert results["splits"]["indist"]["base"]["task_accuracy"]["n"] == episodes
+    items = PRESET["evaluation"]["items"]
+    assert results["splits"]["unseen_families"]["dpo"]["format_validity"]["n"] == items
+    assert summary["accuracy"] == results["splits"]["unseen_families"]["dpo"]["ast_accuracy"]["value"]
+    # The gate scored both adapters on the validation families; random weights tie, and a tie keeps DPO.
+    gate = json.loads((run / "gate.json").read_text())
+    assert gate["applied"] and gate["kept"] == "dpo" and gate["dpo_minus_sft"] == 0.0
+    metrics = ("ast_accuracy", "must_call_rate")
+    assert set(gate["scores"]["sft"]) == {f"validation_families/{m}" for m in metrics}
+    assert summary["gate"] == gate
+    pool_prompts = [t for t in traces if t["prompt_id"].startswith("pool-")]
+    assert pool_prompts and all(t["prompt"][0]["content"].count("(") > 1 for t in pool_prompts)
     assert all(t["policy"] in ("sft-greedy", "sft-sample(t=0.8)") for t in traces)
     assert {p["defect"] for p in pairs if p["source"] == "synthetic"} <= {
+        *CALL_DEFECTS,
+        *NO_CALL_DEFECTS,
         "malformed_json",
         "missing_thought",
         "hallucinated_tool",

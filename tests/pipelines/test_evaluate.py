@@ -12,7 +12,8 @@ import pytest
 
 from posttrain.errors import PosttrainError
 from posttrain.pipelines.evaluate import run_eval
-from posttrain.tasks.tool_use import TOOL_USE_METRICS
+from posttrain.tasks.tool_use import TOOL_USE_METRICS, USER_EVAL_METRICS
+from posttrain.tasks.tool_use.pool import HELDOUT_FAMILIES
 from tests.conftest import run_cli
 
 
@@ -36,8 +37,16 @@ def test_eval_cli_tool_use_reports_every_metric_with_n_and_ci(tiny_spec, tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| base |" in out.stdout
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert set(result["splits"]) == {"indist", "heldout"}
-    for split, figs in result["splits"].items():
+    assert set(result["splits"]) == {"unseen_families", "seen_families", "indist", "heldout"}
+    for split in ("unseen_families", "seen_families"):
+        figs = result["splits"][split]
+        for name in USER_EVAL_METRICS:
+            assert name in figs and f"{name}_n" in figs and f"{name}_ci" in figs, (split, name)
+        assert figs["format_validity_n"] == figs["n"] == 2 and figs["ast_accuracy"] in (0.0, None)
+        unseen = {r["family"] in HELDOUT_FAMILIES for r in result["records"][split]}
+        assert unseen == {split == "unseen_families"}
+    for split in ("indist", "heldout"):
+        figs = result["splits"][split]
         for name in (*TOOL_USE_METRICS, "task_accuracy"):
             assert name in figs and f"{name}_n" in figs and f"{name}_ci" in figs, (split, name)
         assert figs["task_accuracy_n"] == figs["full_compliance_n"] == figs["n"] == 2  # episodes

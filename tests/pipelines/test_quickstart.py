@@ -48,7 +48,8 @@ def test_stage_configs_carry_the_quickstart_settings_and_keep_the_recipes_defaul
 SMALLEST = (
     "quickstart",
     *("--model", "tiny-random", "--rows", "30", "--episodes", "1", "--trial-steps", "1"),
-    *("--dpo-steps", "1", "--eval-episodes", "1", "--name", "q", "--output-dir", "runs"),
+    *("--dpo-steps", "1", "--eval-episodes", "1", "--pool-rows", "8", "--eval-items", "4"),
+    *("--name", "q", "--output-dir", "runs"),
 )
 
 
@@ -60,7 +61,13 @@ def test_quickstart_writes_the_compliance_table(tiny_spec, tmp_path):
     assert set(table) == {"base", "tuned", "dpo"}
     for metrics in table.values():
         assert metrics["n"] >= 1 and 0.0 <= metrics["full_compliance"] <= 1.0
-    assert "| model | full_compliance |" in (tmp_path / "runs" / "q" / "report.md").read_text()
+    families = json.loads((tmp_path / "runs" / "q" / "families.json").read_text())
+    assert set(families) == {"base", "tuned", "dpo"}
+    for metrics in families.values():
+        assert metrics["n"] == 4 and metrics["format_validity_n"] == 4
+    report = (tmp_path / "runs" / "q" / "report.md").read_text()
+    assert "| model | ast_accuracy |" in report and "| model | full_compliance |" in report
+    assert "AST accuracy is the headline" in report
     assert (tmp_path / "runs" / "q-tune" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "runs" / "q-dpo" / "adapter" / "adapter_config.json").exists()
 

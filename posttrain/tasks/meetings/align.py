@@ -27,7 +27,7 @@ from posttrain.tasks.meetings.reward import parse_prediction
 from posttrain.tasks.meetings.scenario import Scenario, generate_scenarios
 from posttrain.tasks.meetings.trajectories import scripted_trajectories, scripted_trajectory
 from posttrain.tasks.metrics import Figure, figure
-from posttrain.toolcall import Generate
+from posttrain.toolcall import Generate, Tool
 
 
 def _correct(pred: float | None, outcome: int) -> bool:
@@ -116,8 +116,12 @@ class MeetingsAlign:
         compact: bool,
         synthetic_pairs: int,
         min_margin: float,
+        pool_rows: int = 0,
+        user_tools: Sequence[Tool] = (),
+        user_rows: int = 0,
     ) -> TrainingData:
-        """`rows` direct-prediction conversations and `demos` scripted agent episodes, shuffled;
+        """`rows` direct-prediction conversations and `demos` scripted agent episodes, shuffled
+        (`pool_rows`, `user_tools` and `user_rows` do not apply);
         synthetic pairs rank four scripted trajectories per scenario of seed + 1 by reward."""
         system = meetings_system_prompt(compact)
         scenarios = generate_scenarios(rows + demos, seed)
@@ -188,7 +192,12 @@ class MeetingsAlign:
     def trajectory_stats(self, traces: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return trajectory_stats(traces, calls_2_to_5=True)
 
-    def eval_size(self, episodes: int, scenarios: int) -> int:
+    gate_metrics: tuple[str, ...] = ()
+
+    def gate_sets(self, seed: int, size: int) -> dict[str, Any]:
+        return {}  # no gate yet: the agent's accuracy is the figure under study, not a selector
+
+    def eval_size(self, episodes: int, scenarios: int, items: int = 0) -> int:
         return scenarios
 
     def eval_sets(self, seed: int, size: int, compact: bool) -> dict[str, Any]:

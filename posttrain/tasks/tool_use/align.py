@@ -1,9 +1,12 @@
-"""tool_use as an align task (`tasks.base.AlignTask`): episodes of the training tools for SFT,
-defective turns as synthetic pairs, ReAct rollouts rewarded by compliance and success, and
-held-out episodes in distribution and with unseen tools."""
+"""tool_use as an align task (`tasks.base.AlignTask`): ReAct episodes of the five executable tools
+and requests from the function pool's training families for SFT, defective turns of both as
+synthetic pairs, rollouts of both rewarded by the scorer, and evaluation on unseen tool families
+(AST accuracy, the headline), seen families, and ReAct episodes in distribution and with unseen
+tools (task success)."""
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +17,19 @@ from posttrain.tasks.episodes import episode_record, system_prompt, trajectory_s
 from posttrain.tasks.metrics import Figure, figure
 from posttrain.tasks.tool_use.data import generate_tool_use_data
 from posttrain.tasks.tool_use.metrics import tool_use_trajectory_reward, tool_use_turn_metrics
+from posttrain.tasks.tool_use.pool_align import (
+    POOL_SPLITS,
+    evaluate_pool,
+    pool_eval_sets,
+    pool_rollout_prompts,
+    pool_rollouts,
+    pool_training,
+)
+from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.registry import Split, build_registry
 from posttrain.tasks.tool_use.scoring import answer_matches
-from posttrain.toolcall import Generate, run_react
+from posttrain.tasks.tool_use.user_rows import user_tool_rows
+from posttrain.toolcall import Generate, Tool, run_react
 
 TOOL_SPLITS: dict[str, Split] = {"indist": "train", "heldout": "heldout"}
 """Evaluation split -> generator split: in-distribution reuses the training tools and templates
@@ -118,6 +131,13 @@ def _round_robin(rows: list[dict], key: str) -> list[dict]:
     return out
 
 
+def _alternate(first: list[dict], second: list[dict]) -> list[dict]:
+    """One of each in turn while both last, then the rest of the longer."""
+    out = [x for pair in zip(first, second, strict=False) for x in pair]
+    n = min(len(first), len(second))
+    return out + first[n:] + second[n:]
+
+
 def _assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
@@ -126,16 +146,19 @@ class ToolUseAlign:
     """The tool_use task of `posttrain align` (seed 004): calculator, search and calendar tools."""
 
     name = "tool_use"
-    headline = ("indist", "task_accuracy")
+    headline = ("unseen_families", "ast_accuracy")
     split_titles = {
-        "indist": "tool_use, in-distribution (training tools, new values)",
-        "heldout": "tool_use, held-out tools and templates",
+        "unseen_families": "tool_use, tool families never trained on (AST accuracy is the headline)",
+        "seen_families": "tool_use, training tool families, new requests",
+        "indist": "tool_use ReAct episodes, in-distribution (training tools, new values)",
+        "heldout": "tool_use ReAct episodes, held-out tools and templates",
     }
     plot_metrics = (
+        "ast_accuracy",
+        "must_call_rate",
+        "irrelevance_accuracy",
+        "format_validity",
         "full_compliance",
-        "json_validity",
-        "thought_prefix_rate",
-        "argument_accuracy",
         "task_accuracy",
     )
 
@@ -152,9 +175,14 @@ class ToolUseAlign:
         compact: bool,
         synthetic_pairs: int,
         min_margin: float,
+        pool_rows: int = 0,
+        user_tools: Sequence[Tool] = (),
+        user_rows: int = 0,
     ) -> TrainingData:
-        """Whole training episodes as SFT conversations; preference rows (one defect each, every
-        defect in turn) as synthetic pairs. `demos` and `min_margin` do not apply."""
+        """Whole ReAct training episodes (`rows` turns) and `pool_rows` function-pool requests as
+        SFT conversations, shuffled together; preference rows of both (one defect each, every
+        defect in turn, the two sources alternating) as synthetic pairs. `demos` and `min_margin`
+        do not apply."""
         system = tool_use_system_prompt("train", compact)
         data = with_system_prompt(generate_tool_use_data(rows, seed, "train"), system)
         by_episode: dict[int, dict] = {}
@@ -163,8 +191,15 @@ class ToolUseAlign:
         conversations: list[Conversation] = [
             r["prompt"] + [_assistant(r["completion"])] for r in by_episode.values()
         ]
+        pool_conversations, pool_pairs = pool_training(pool_rows, seed) if pool_rows else ([], [])
+        if user_tools and user_rows:
+            mine, my_pairs = pool_training(user_rows, seed, user_tool_rows(user_tools, user_rows, seed))
+            pool_conversations += mine
+            pool_pairs += my_pairs
+        conversations += pool_conversations
+        random.Random(f"tool_use/sft/{seed}").shuffle(conversations)
         val_n = min(val_rows, len(conversations) // 5)
-        synthetic = [
+        react_pairs = [
             {
                 "source": "synthetic",
                 "id": r["id"],
@@ -174,7 +209,8 @@ class ToolUseAlign:
                 "rejected": [_assistant(r["rejected"])],
             }
             for r in _round_robin([r for r in data if r["kind"] == "preference"], key="defect")
-        ][:synthetic_pairs]
+        ]
+        synthetic = _alternate(_round_robin(pool_pairs, key="defect"), react_pairs)[:synthetic_pairs]
         return TrainingData(
             system=system,
             sft_train=conversations[: len(conversations) - val_n],
@@ -183,14 +219,31 @@ class ToolUseAlign:
         )
 
     def rollout_prompts(self, n: int, seed: int, compact: bool) -> list[dict[str, Any]]:
-        rows = tool_use_first_turns("train", seed, n, compact)
-        return [{"id": r["id"], "prompt": r["prompt"], "gold_answer": r["gold_answer"]} for r in rows]
+        """A quarter (at least one) ReAct episodes of the training tools, the rest function-pool
+        requests of the training families: unseen-tool skill is what the pairs must teach."""
+        react = max(1, n // 4)
+        rows = tool_use_first_turns("train", seed, react, compact)
+        prompts = [{"id": r["id"], "prompt": r["prompt"], "gold_answer": r["gold_answer"]} for r in rows]
+        return prompts + pool_rollout_prompts(n - react, seed)
 
     def rollouts(
         self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str
     ) -> list[dict[str, Any]]:
-        """Episodes on the training tools (a fresh calendar per batch), rewarded by
-        `tool_use_trajectory_reward`."""
+        """ReAct episodes on the training tools (a fresh calendar per batch), rewarded by
+        `tool_use_trajectory_reward`, and one-turn replies to pool requests, rewarded by
+        `pool_reward`; traces in the order of `prompts`."""
+        pool = [p for p in prompts if "pool_row" in p]
+        react = [p for p in prompts if "pool_row" not in p]
+        by_id = {t["prompt_id"]: t for t in pool_rollouts(pool, generate, policy)}
+        traces = self._react_rollouts(react, generate, max_steps, policy)
+        it = iter(traces)
+        return [by_id[p["id"]] if "pool_row" in p else next(it) for p in prompts]
+
+    def _react_rollouts(
+        self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str
+    ) -> list[dict[str, Any]]:
+        if not prompts:
+            return []
         with tempfile.TemporaryDirectory(prefix="posttrain-rollouts-") as tmp:
             registry = build_registry("train", Path(tmp))
             episodes = run_react([p["prompt"] for p in prompts], registry, generate, max_steps)
@@ -217,21 +270,36 @@ class ToolUseAlign:
     def trajectory_stats(self, traces: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return trajectory_stats(traces, calls_2_to_5=False)
 
-    def eval_size(self, episodes: int, scenarios: int) -> int:
-        return episodes
+    gate_metrics = ("ast_accuracy", "must_call_rate")
 
-    def eval_sets(self, seed: int, size: int, compact: bool) -> dict[str, Any]:
-        """{indist, heldout}: first-turn rows of `size` episodes each."""
-        return {s: tool_use_first_turns(g, seed, size, compact) for s, g in TOOL_SPLITS.items()}
+    def gate_sets(self, seed: int, size: int) -> dict[str, Any]:
+        """{validation_families: `size` requests of `VALIDATION_FAMILIES`}."""
+        return {"validation_families": pool_rows(size, seed, "validation")}
+
+    def eval_size(self, episodes: int, scenarios: int, items: int = 0) -> tuple[int, int]:
+        return episodes, items or episodes
+
+    def eval_sets(self, seed: int, size: int | tuple[int, int], compact: bool) -> dict[str, Any]:
+        """{unseen_families, seen_families}: `items` pool requests each; {indist, heldout}:
+        first-turn rows of `episodes` ReAct episodes each. `size` is (episodes, items), or one
+        number for both."""
+        episodes, items = (size, size) if isinstance(size, int) else size
+        sets: dict[str, Any] = pool_eval_sets(seed, items)
+        sets |= {s: tool_use_first_turns(g, seed, episodes, compact) for s, g in TOOL_SPLITS.items()}
+        return sets
 
     def evaluate(
         self, generate: Generate, sets: dict[str, Any], max_steps: int, compact: bool
     ) -> tuple[dict[str, dict[str, Figure]], dict[str, list[dict[str, Any]]]]:
-        """`evaluate_tool_use` per split; the rows carry their own system prompt."""
+        """`evaluate_pool` on the pool splits, `evaluate_tool_use` on the ReAct ones; the rows
+        carry their own system prompt."""
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
         for split, rows in sets.items():
-            figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
+            if split in POOL_SPLITS or split == "validation_families":
+                figs[split], records[split] = evaluate_pool(generate, rows)
+            else:
+                figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:

@@ -164,11 +164,12 @@ def _gold(record: Record, gold: Any, offered: set[str]) -> Gold:
 
 
 def user_eval_conversations(items: Sequence[EvalItem]) -> list[list[dict[str, str]]]:
-    """The conversations a model answers: the Thought→Action system prompt for the row's tools
-    first (a row's own system turn follows it in the same system message)."""
+    """The conversations a model answers: the Thought→Action system prompt for the row's tools,
+    every description in full as align's function-pool rows train it, first (a row's own system
+    turn follows it in the same system message)."""
     out = []
     for item in items:
-        system = format_system_prompt(item.tools)
+        system = format_system_prompt(item.tools, detail="full")
         turns = item.messages
         if turns[0]["role"] == "system":
             system, turns = f"{system}\n\n{turns[0]['content']}", turns[1:]

@@ -12,6 +12,7 @@ from posttrain.tasks.tool_use import (
     tool_use_first_turns,
     tool_use_system_prompt,
 )
+from posttrain.tasks.tool_use.pool_align import POOL_SPLITS
 from posttrain.toolcall import format_final
 
 
@@ -26,8 +27,12 @@ def test_compact_prompt_is_shorter_and_lists_every_tool(tiny_tokenizer):
 
 
 def test_eval_sets_are_first_turns_from_the_held_out_seed():
-    data = ToolUseAlign().eval_sets(1000, 3, compact=True)
-    assert set(data) == set(TOOL_SPLITS) == {"indist", "heldout"}
+    data = ToolUseAlign().eval_sets(1000, (3, 5), compact=True)
+    assert (
+        set(data) == {*TOOL_SPLITS, *POOL_SPLITS} == {"indist", "heldout", "seen_families", "unseen_families"}
+    )
+    for split in POOL_SPLITS:
+        assert len(data.pop(split)) == 5
     for split, rows in data.items():
         assert len(rows) == len({r["episode"] for r in rows}) == 3
         prefix = f"tool_use-{TOOL_SPLITS[split]}-1000-"
@@ -64,11 +69,21 @@ def test_training_data_is_whole_episodes_and_pairs_cover_the_defects():
     conversations = data.sft_train + data.sft_val
     assert all(conv[0] == {"role": "system", "content": data.system} for conv in conversations)
     assert all(conv[-1]["role"] == "assistant" for conv in conversations)
-    # The row budget may cut the last episode short; every earlier one runs to its Final Answer.
-    assert all("Final Answer:" in conv[-1]["content"] for conv in conversations[:-1])
+    # The row budget may cut the last episode short; every other one runs to its Final Answer.
+    assert sum("Final Answer:" not in conv[-1]["content"] for conv in conversations) <= 1
     # Round robin over defects: the first pairs show every defect once, so any cap covers them evenly.
     defects = [p["defect"] for p in data.synthetic_pairs]
     kinds = set(defects)
     assert kinds <= set(DEFECTS) and len(kinds) >= 5
     assert set(defects[: len(kinds)]) == kinds
     assert data.train_outcomes == []
+
+
+def test_pool_rows_join_sft_with_their_own_system_prompt_and_pairs_alternate_sources():
+    data = ToolUseAlign().training_data(
+        rows=30, demos=0, val_rows=0, seed=42, compact=True, synthetic_pairs=40, min_margin=0.2, pool_rows=20
+    )
+    pool = [c for c in data.sft_train if c[0]["content"] != data.system]
+    assert len(pool) == 20 and all("    " in c[0]["content"] for c in pool)  # every parameter in full
+    sources = ["pool" if p["id"].startswith("pool-") else "react" for p in data.synthetic_pairs]
+    assert sources[:6] == ["pool", "react"] * 3 and sources.count("pool") == 20

@@ -111,7 +111,7 @@ def test_wrong_replies_lose_where_they_should(tmp_path) -> None:
 def test_prompt_lists_the_rows_tools_and_keeps_the_rows_system_turn(tmp_path) -> None:
     items = read_eval_items(_write(tmp_path, ROWS))
     convs = user_eval_conversations(items)
-    assert convs[0][0] == {"role": "system", "content": format_system_prompt(items[0].tools)}
+    assert convs[0][0] == {"role": "system", "content": format_system_prompt(items[0].tools, detail="full")}
     assert "algebra.quadratic_roots" in convs[0][0]["content"] and "get_weather" in convs[0][0]["content"]
     assert convs[1][0]["content"].endswith("\n\nBe brief.") and "get_weather" not in convs[1][0]["content"]
     assert [t["role"] for t in convs[1]] == ["system", "user"]
