@@ -292,7 +292,30 @@ def _align_quality(r: dict) -> str:
         out += (
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
-    return out + _align_reading(r)
+    return out + _align_reading(r) + _align_variants(r)
+
+
+def _align_variants(r: dict) -> str:
+    """The tool_use variants tried so far (bench/align_variants.py), a line each, in words."""
+    lines = []
+    for v in r.get("variants", []):
+        figs = []
+        for where in ("unseen", "validation"):
+            for model in ("sft", "dpo"):
+                block = v.get(f"{where}_{model}") or {}
+                ast = block.get("ast_accuracy")
+                value = ast.get("value") if isinstance(ast, dict) else ast
+                if value is not None:
+                    figs.append(f"{model} AST {value:.2f} on {where} families")
+        gate = v.get("gate") or {}
+        if gate.get("applied"):
+            figs.append(f"the gate kept {gate['kept']} ({gate['dpo_minus_sft']:+.3f})")
+        lines.append(f"- `{v['run']}`: {'; '.join(figs) or 'no figures'}. {v.get('note', '')}")
+    if not lines:
+        return ""
+    return (
+        "\ntool_use variants (`bench/results/align_quality.json` → variants):\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _align_reading(r: dict) -> str:
