@@ -2,7 +2,9 @@
 loop takes, and LoRA weights merged for the time of a generation.
 
 Left padding keeps every prompt's last token at the end of the row, so one `generate` call
-serves a whole batch; decoding starts after the padded prompt width.
+serves a whole batch; decoding starts after the padded prompt width. When a batch's rows open with
+the same tokens (a system prompt and tool list), that prefix is computed once and its KV cache is
+shared: rows are then laid out [prefix][pad][own tokens], still ending at the row's end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ def render_prompts(
     ]
 
 
+# Rows must share at least this many leading tokens before the shared-prefix path pays for its
+# extra forward call; posttrain's compact tool_use system prompt is ~100 tokens.
+MIN_SHARED_PREFIX = 32
+# Rows that have ended leave the batch every this many new tokens (each is one `generate` call).
+PRUNE_EVERY = 8
+
+
 @torch.no_grad()
 def generate_batch(
     model: Any,
@@ -38,31 +47,149 @@ def generate_batch(
     batch_size: int = 16,
     tools: list[dict] | None = None,
     progress: Callable[[int], None] | None = None,
+    prefix_cache: bool = True,
 ) -> list[str]:
-    """Completions for every conversation, `num_return_sequences` per conversation, in order."""
+    """Completions for every conversation, `num_return_sequences` per conversation, in order.
+
+    With `prefix_cache` (the default) a batch whose rows share a long token prefix (the system
+    prompt and tool list) computes that prefix once; greedy text is the same as without it.
+    """
     texts = render_prompts(tokenizer, conversations, tools)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    n = num_return_sequences if do_sample else 1
     out: list[str] = []
     try:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
-            if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences)
-            ids = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, **kwargs)
-            new = ids[:, enc["input_ids"].shape[1] :]
+            rows = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+            cache = _empty_cache(model)
+            if cache is None:
+                new = _generate_left_padded(model, tokenizer, rows, n, device, kwargs)
+            else:
+                shared = shared_prefix_length(rows) if prefix_cache else 0
+                shared = shared if shared >= MIN_SHARED_PREFIX else 0
+                new = _generate_in_cache(model, tokenizer, rows, shared, n, cache, kwargs)
             out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
             if progress is not None:
                 progress(len(chunk))
     finally:
-        tokenizer.padding_side = old_side
         model.train(was_training)
     return [t.strip() for t in out]
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Leading tokens common to every row, leaving each row at least one token of its own (the
+    forward that follows the prefix must see one, or it has no logits to start from)."""
+    if len(rows) < 2:
+        return 0
+    first, limit = rows[0], min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def _empty_cache(model: Any) -> Any | None:
+    """A KV cache whose rows can be copied, laid out with padding in the middle and dropped, or
+    None where the model's cache or attention cannot take that (then: one plain `generate`)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    # Flash-attention kernels assume left padding; sliding-window and linear-attention layers do
+    # not keep one entry per token.
+    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return None
+    if getattr(model.generation_config, "cache_implementation", None) is not None:
+        return None  # the model asks `generate` for a cache of its own kind
+    cache = DynamicCache(config=model.config)
+    return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
+def _generate_left_padded(
+    model: Any, tokenizer: Any, rows: list[list[int]], n: int, device: Any, kwargs: dict[str, Any]
+) -> torch.Tensor:
+    """Generated tokens of rows laid out [pad][prompt]: every prompt's last token is the row's last."""
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    extra = {"num_return_sequences": n} if n > 1 else {}
+    out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **kwargs, **extra)
+    return out[:, width:]
+
+
+def _generate_in_cache(
+    model: Any,
+    tokenizer: Any,
+    rows: list[list[int]],
+    shared: int,
+    n: int,
+    cache: Any,
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """Generated tokens (pad after a row's end) of rows whose first `shared` tokens are equal:
+    that prefix runs once (batch 1) and its KV cache is copied to every row, laid out
+    [prefix][pad][suffix_i]; with `shared=0` this is plain left padding.
+
+    Why: batched prefill is compute-bound and on tool_use prompts the shared system prompt is
+    ~85% of it (106 of ~125 tokens). Measured on smollm2-135m (bench/rollout_throughput.py, CPU,
+    one thread, same text out): batched ReAct rollouts 1.39x faster at batch 16, 1.57x at batch
+    32; 4.9x and 6.1x one-at-a-time, against 3.5x and 3.9x without it.
+
+    `generate` derives positions as cumsum(attention_mask) - 1, so a suffix token sits at
+    shared, shared+1, ... exactly as in its unpadded row, and the zero mask hides the pad slots;
+    given a cache, `generate` feeds only the tokens past it (input_ids[:, cache_len:]).
+    """
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    if shared:
+        prefix = torch.tensor([rows[0][:shared]], device=device)
+        model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
+    rows = [r for r in rows for _ in range(n)]  # what num_return_sequences would repeat
+    cache.batch_repeat_interleave(len(rows))  # a no-op on the empty cache of shared=0
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r[:shared] + [pad] * (width - len(r)) + r[shared:] for r in rows], device=device)
+    mask = torch.tensor(
+        [[1] * shared + [0] * (width - len(r)) + [1] * (len(r) - shared) for r in rows], device=device
+    )
+    return _decode_pruning(model, ids, mask, cache, pad, kwargs)
+
+
+def _decode_pruning(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any, pad: int, kwargs: dict[str, Any]
+) -> torch.Tensor:
+    """`generate` PRUNE_EVERY tokens at a time, dropping the rows that ended from the batch and
+    the cache in between, so they stop costing decode steps.
+
+    Why: a batch decodes until its longest row ends; on the base model's tool_use rollouts 7 of 16
+    rows end early (722 of 1024 row-steps used), and pruning took ~9% off batched generation.
+    A row's tokens do not depend on its batch-mates, so greedy output is unchanged.
+    """
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    eos = torch.tensor(eos, dtype=ids.dtype, device=ids.device)
+    total = kwargs["max_new_tokens"]
+    # One row gains nothing (`generate` stops at its end): one call, as one-at-a-time always cost.
+    every = PRUNE_EVERY if ids.shape[0] > 1 else total
+    out = torch.full((ids.shape[0], total), pad, dtype=ids.dtype, device=ids.device)
+    alive = torch.arange(ids.shape[0], device=ids.device)
+    done = 0
+    while done < total and len(alive):
+        step = {**kwargs, "max_new_tokens": min(every, total - done)}
+        res = model.generate(input_ids=ids, attention_mask=mask, cache=cache, pad_token_id=pad, **step)
+        new = res[:, ids.shape[1] :]
+        out[alive, done : done + new.shape[1]] = new
+        done += new.shape[1]
+        keep = (~torch.isin(new, eos).any(1)).nonzero().squeeze(1)
+        if len(keep) < len(alive):
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, mask.new_ones(len(alive), new.shape[1])], 1)[keep]
+        ids, alive = res[keep], alive[keep]
+    return out
 
 
 def generator(
@@ -71,9 +198,10 @@ def generator(
     max_new_tokens: int,
     batch_size: int,
     sample: tuple[float, float] | None = None,
+    prefix_cache: bool = True,
 ) -> Callable[[list[list[dict[str, str]]]], list[str]]:
     """A `generate` for the ReAct loop (`toolcall.Generate`) over `generate_batch`: batches of
-    `batch_size`, greedy, or sampled with `sample=(temperature, top_p)`."""
+    `batch_size`, greedy, or sampled with `sample=(temperature, top_p)`; `prefix_cache` as there."""
     temperature, top_p = sample or (1.0, 1.0)
 
     def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
@@ -86,6 +214,7 @@ def generator(
             do_sample=sample is not None,
             temperature=temperature,
             top_p=top_p,
+            prefix_cache=prefix_cache,
         )
 
     return generate
