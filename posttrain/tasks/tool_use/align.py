@@ -234,10 +234,10 @@ class ToolUseAlign:
         `pool_reward`; traces in the order of `prompts`."""
         pool = [p for p in prompts if "pool_row" in p]
         react = [p for p in prompts if "pool_row" not in p]
-        by_id = {t["prompt_id"]: t for t in pool_rollouts(pool, generate, policy)}
-        traces = self._react_rollouts(react, generate, max_steps, policy)
-        it = iter(traces)
-        return [by_id[p["id"]] if "pool_row" in p else next(it) for p in prompts]
+        # By position, not by id: the sampled pass repeats each prompt k - 1 times.
+        pool_traces = iter(pool_rollouts(pool, generate, policy))
+        react_traces = iter(self._react_rollouts(react, generate, max_steps, policy))
+        return [next(pool_traces) if "pool_row" in p else next(react_traces) for p in prompts]
 
     def _react_rollouts(
         self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str

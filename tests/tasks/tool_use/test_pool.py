@@ -160,3 +160,14 @@ def test_on_policy_pairs_from_pool_rollouts_on_tiny_random(tiny_spec: str):
     for pair in pairs:
         assert pair["chosen_reward"] == 1.0 and pair["margin"] >= 1.0
         assert pair["rejected"][0]["content"] != pair["chosen"][0]["content"]
+
+
+def test_repeated_prompts_keep_their_own_samples():
+    """The rollout stage passes each prompt k - 1 times for sampling: every copy keeps its reply."""
+    from posttrain.tasks.tool_use import ToolUseAlign
+
+    prompts = pool_rollout_prompts(2, 3)
+    again = [p for p in prompts for _ in range(3)]
+    replies = iter(f"Final Answer: sample {i}" for i in range(len(again)))
+    traces = ToolUseAlign().rollouts(again, lambda convs: [next(replies) for _ in convs], 2, "sample")
+    assert [t["messages"][0]["content"] for t in traces] == [f"Final Answer: sample {i}" for i in range(6)]
