@@ -372,7 +372,9 @@ def check_target_modules(spec: str, targets: list[str], key: str = "lora.target_
         )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from an adapter's or run's note; a truncated or non-object file is a
+    CheckpointError naming it."""
     import json
 
     try:
@@ -408,8 +410,8 @@ def check_adapter(adapter: str | Path, spec: str | None = None) -> None:
         raise CheckpointError(f"{path}: adapter {what} (expected a folder with adapter_config.json)")
     if not (path / "adapter_config.json").is_file():
         raise CheckpointError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
-    config = _read_json(path / "adapter_config.json")
-    meta = _read_json(path / "posttrain.json") if (path / "posttrain.json").exists() else {}
+    config = read_json_object(path / "adapter_config.json")
+    meta = read_json_object(path / "posttrain.json") if (path / "posttrain.json").exists() else {}
     weights = next((path / n for n in ADAPTER_WEIGHTS if (path / n).is_file()), None)
     if weights is None:
         raise CheckpointError(f"{path}: the adapter has no weights ({' or '.join(ADAPTER_WEIGHTS)})")

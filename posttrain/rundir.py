@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
-from posttrain.errors import CheckpointError, PosttrainError
+from posttrain.errors import PosttrainError
+from posttrain.models import read_json_object
 from posttrain.store import Store
 
 HEARTBEAT_S = 15.0
@@ -249,13 +250,7 @@ def adapter_meta(adapter: str | Path | None) -> dict[str, Any]:
     meta = Path(adapter) / ADAPTER_META if adapter is not None else None
     if meta is None or not meta.is_file():  # also "not saved yet": rlhf asks whether a stage is done
         return {}
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{meta}: unreadable or truncated JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{meta}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(meta)
 
 
 def adapter_base_model(adapter: str | Path) -> str | None:
