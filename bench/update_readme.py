@@ -30,12 +30,18 @@ def _sft_throughput(r: dict) -> str:
     return (
         "**SFT throughput** (`python bench/sft_throughput.py`): posttrain SFT against a plain TRL "
         f"SFTTrainer script, same model ({r['model']}), data, LoRA r=16 and batch size, one process, "
-        f"on {r['device']}.\n\n"
-        "| ours tokens/s | TRL tokens/s | ratio vs TRL | fp32 matmul ceiling GFLOP/s | utilisation |\n"
+        f"on {r['device']}"
+        + (
+            f"; {len(r['rounds'])} interleaved rounds (ours, TRL, ours, TRL, ...), medians, per-round "
+            f"ratios {', '.join(str(x['ratio']) for x in r['rounds'])}.\n\n"
+            if r.get("rounds")
+            else ".\n\n"
+        )
+        + "| ours tokens/s | TRL tokens/s | ratio vs TRL | fp32 matmul ceiling GFLOP/s | utilisation |\n"
         "|---|---|---|---|---|\n"
         f"| {r['ours_tokens_per_s']} | {r['trl_tokens_per_s']} | {r['ratio_vs_trl']} | "
         f"{r['matmul_gflops']} | {r['utilisation']} |\n\n"
-        "utilisation = 4 × all parameters × ours tokens/s ÷ the highest of three matmul readings "
+        "utilisation = 4 × all parameters × ours tokens/s ÷ the highest of the matmul readings "
         f"taken during the run ({', '.join(str(x) for x in r['matmul_gflops_readings'])} GFLOP/s)."
         + (
             " The readings differ by more than 30%: the machine was shared during the run, so rerun "
