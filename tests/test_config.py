@@ -89,9 +89,13 @@ def test_executor_block_is_shared_and_set_from_the_command_line(cls):
 RECIPES = [SFTConfig, DPOConfig, TuneConfig, AlignConfig, QuickstartConfig]
 # `log: true` needs low > 0; these ranges start at 0, so their `log` cannot change alone.
 # DPO's `train.packing` exists so the key means the same in every recipe, but only false is valid.
+# Early stopping compares evaluations, so its patience needs `eval_steps` set beside it.
 NO_VALID_SOLO_CHANGE = {
     "search_space.warmup_ratio.log",
     "search_space.lora_dropout.log",
+    "train.early_stopping_patience",
+    "sft.early_stopping_patience",
+    "dpo.train.early_stopping_patience",
     "train.packing@DPOConfig",
     "dpo.train.packing@AlignConfig",
 }

@@ -15,9 +15,10 @@ models_app = typer.Typer(help="Embedded and local models.", no_args_is_help=True
 @models_app.command("list")
 def models_list() -> None:
     """Embedded model specs and whether they are materialized."""
+    from posttrain.pipelines.doctor import print_whole
     from posttrain.pipelines.models import models_table
 
-    console.print(models_table())
+    print_whole(models_table())  # a path whole on one line in a pipe, folded (never cut) on a terminal
     console.print("Any Hugging Face hub id or local model directory works as --model too.")
 
 

@@ -130,6 +130,8 @@ def _explain(err: ValidationError, cls: type[BaseModel], source: str) -> ConfigE
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         return ConfigError(f"{source}: unknown key '{key}'{hint}")
     message = first["msg"].removeprefix("Value error, ")
+    if isinstance(first.get("input"), dict):  # a section's own check: its message names the keys
+        return ConfigError(f"{source}: {key}: {message}")
     return ConfigError(f"{source}: {key}: {message} (got {first.get('input')!r})")
 
 

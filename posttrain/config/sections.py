@@ -10,9 +10,9 @@ reset every sibling the lambda had changed.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from posttrain.config.constants import (
     ATTENTION,
@@ -163,6 +163,48 @@ class OptimSettings(Strict):
     report_to: ReportTo = Field(
         "none", description="none, tensorboard, wandb, mlflow or trackio (passed to HF)."
     )
+    eval_steps: int = Field(
+        0,
+        ge=0,
+        description="Evaluate on the validation rows every N optimizer steps (0 = only before and after "
+        "training).",
+    )
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="Stop when the validation loss has not improved for this many evaluations in a row, "
+        "then load the best checkpoint (0 = off; needs eval_steps, and save_steps a multiple of it).",
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0.0, description="How much the validation loss must drop to count as an improvement."
+    )
+
+    @model_validator(mode="after")
+    def _early_stopping(self) -> Self:
+        problem = eval_settings_problem(self.eval_steps, self.early_stopping_patience, self.save_steps)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def eval_settings_problem(eval_steps: int, patience: int, save_steps: int) -> str | None:
+    """Why these evaluation settings cannot run (None when they can); one message for the config
+    and for `TrainArgs` built in code."""
+    if patience <= 0:
+        return None
+    if eval_steps <= 0:
+        return (
+            f"early_stopping_patience={patience} compares evaluations, and eval_steps is 0 (none): "
+            "set eval_steps to a step count too"
+        )
+    if save_steps % eval_steps:
+        # HF goes back to the best checkpoint, so every checkpoint must fall on an evaluation
+        near = eval_steps * max(1, save_steps // eval_steps)
+        return (
+            f"early stopping goes back to the best checkpoint, so save_steps ({save_steps}) must be a "
+            f"multiple of eval_steps ({eval_steps}), e.g. save_steps={near}"
+        )
+    return None
 
 
 class TrainSettings(OptimSettings):

@@ -116,11 +116,11 @@ def run_doctor() -> list[tuple[str, str, str]]:
     table.add_column("why", overflow="fold")
     for row in rows:
         table.add_row(*row)
-    _print_whole(table)
+    print_whole(table)
     return rows
 
 
-def _print_whole(table: Any) -> None:
+def print_whole(table: Any) -> None:
     """On a terminal, its width (cells fold); into a pipe or file, as wide as the table needs,
     where rich would otherwise assume 80 columns and fold every value."""
     from rich.console import Console

@@ -21,7 +21,7 @@ from posttrain.pipelines._run import Report, Run, open_run, resumed
 from posttrain.report import write_training_report
 from posttrain.rundir import save_adapter
 from posttrain.tasks.instructions import load_preference_dataset, load_sft_dataset, sample_path
-from posttrain.train.args import DPOArgs, SFTArgs
+from posttrain.train.args import DPOArgs, SFTArgs, require_validation
 from posttrain.train.dpo import dpo_train
 from posttrain.train.loop import safe_perplexity
 from posttrain.train.sft import sft_train
@@ -32,6 +32,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     cfg = resumed(cfg, resume)
     data_path = cfg.data.path or str(sample_path("alpaca"))
     train_rows, val_rows = load_sft_dataset(data_path, **cfg.data.split_args())
+    require_validation(cfg.train.eval_steps, len(val_rows), "train")
     with open_run("sft", cfg, resume) as run:
         resident = run.resident
         lora = cfg.lora
@@ -89,6 +90,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> dict[str, Any]:
     cfg = resumed(cfg, resume)
     data_path = cfg.data.path or str(sample_path("preference"))
     train_rows, val_rows = load_preference_dataset(data_path, **cfg.data.split_args())
+    require_validation(cfg.train.eval_steps, len(val_rows), "train")
     if cfg.dpo.adapter:
         check_adapter(cfg.dpo.adapter, cfg.model.name)
     with open_run("dpo", cfg, resume) as run:

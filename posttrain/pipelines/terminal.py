@@ -3,6 +3,8 @@ library chatter kept out of the way."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from posttrain.errors import PosttrainError
 
 
@@ -33,6 +35,17 @@ def quiet_libraries() -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.logging.set_tqdm_hook(_no_loading_bar)
         datasets.disable_progress_bars()
     except ImportError:
         pass
+
+
+def _no_loading_bar(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """transformers' tqdm hook: its "Loading weights" bar (one per model a run loads, several in a
+    pipeline, each unlabelled in our output) becomes a silent one; every other bar is kept."""
+    from transformers.utils.logging import EmptyTqdm
+
+    if kwargs.get("desc") == "Loading weights":
+        return EmptyTqdm(*args, **kwargs)
+    return factory(*args, **kwargs)

@@ -10,7 +10,7 @@ from typing import Any
 from posttrain.config import SEALConfig
 from posttrain.report.markdown import markdown_table
 from posttrain.report.plots import integer_ticks, new_figure
-from posttrain.tasks.seal import BaseDomain
+from posttrain.tasks.seal import BaseDomain, BaseRewardModel, BinaryReward, ContinuousReward, SuccessReward
 from posttrain.train.restem import trend
 
 
@@ -38,7 +38,10 @@ def seal_summary(
         "reward_mean_last": rewards[-1] if rewards else None,
         "reward_trend_per_iteration": trend(rewards),
         "success_rate_last": history[-1]["success_rate"] if history else None,
+        "reward": describe_reward(domain.reward_model),
     }
+    if note := always_rewarded_note(domain.reward_model):
+        out["reward_note"] = note
     headline = domain.metrics[0]
     for name in results.get("order", []):
         out[f"{name}_{headline}"] = results[name][headline]
@@ -54,7 +57,10 @@ def write_seal_report(
     domain: BaseDomain,
 ) -> Path:
     """report.md with the summary, per-iteration metrics, reward distribution and results table."""
-    parts = [f"# {title}\n", "## Summary\n", markdown_table(["key", "value"], list(summary.items()))]
+    parts = [f"# {title}\n"]
+    if note := always_rewarded_note(domain.reward_model):
+        parts.append(f"**Note:** {note}.\n")
+    parts += ["## Summary\n", markdown_table(["key", "value"], list(summary.items()))]
     if history:
         columns = [
             "iteration",
@@ -93,6 +99,29 @@ def write_seal_report(
     path = run_dir / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def describe_reward(reward: BaseRewardModel) -> str:
+    """The reward a run used, in words: which rule turns a score before/after into a reward."""
+    if isinstance(reward, BinaryReward):
+        return f"binary: 1 when the update improves the score by more than {reward.margin:g}"
+    if isinstance(reward, SuccessReward):
+        return f"success: 1 when the score after the update is at least {reward.at:g}"
+    if isinstance(reward, ContinuousReward):
+        return "continuous: the score after the update minus the score before"
+    return f"{reward.name} ({type(reward).__name__})"
+
+
+def always_rewarded_note(reward: BaseRewardModel) -> str | None:
+    """Why the success rate and rewards say nothing, when the reward accepts every self-edit
+    (`success` at a score of 0 or below, as the tiny `seal --preset test` sets); else None."""
+    if not (isinstance(reward, SuccessReward) and reward.at <= 0):
+        return None
+    return (
+        f"the reward is `success` at a score of {reward.at:g}, which every update reaches (scores run "
+        "from 0 to 1), so every valid self-edit is rewarded whether its update helped or not: the "
+        "success rate and rewards here say nothing about the self-edits, only that the loop ran"
+    )
 
 
 def results_markdown(results: dict[str, Any], metrics: Sequence[str]) -> str:

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import torch
+from transformers import EarlyStoppingCallback
 
+from posttrain.config.sections import eval_settings_problem
 from posttrain.distributed import split_global_batch, world_size
+from posttrain.errors import ConfigError
 
 
 def _arg(default: Any, help: str) -> Any:
@@ -51,6 +54,22 @@ class TrainArgs:
     save_total_limit: int = _arg(2, "Checkpoints kept on disk.")
     logging_steps: int = _arg(1, "Log the training loss every N steps.")
     report_to: str = _arg("none", "none, tensorboard, wandb, mlflow or trackio (passed to HF).")
+    eval_steps: int = _arg(
+        0, "Evaluate on the validation rows every N optimizer steps (0 = only before and after training)."
+    )
+    early_stopping_patience: int = _arg(
+        0,
+        "Stop when the validation loss has not improved for this many evaluations in a row, then load "
+        "the best checkpoint (0 = off; needs eval_steps, and save_steps a multiple of it).",
+    )
+    early_stopping_threshold: float = _arg(
+        0.0, "How much the validation loss must drop to count as an improvement (early stopping)."
+    )
+
+    def __post_init__(self) -> None:
+        problem = eval_settings_problem(self.eval_steps, self.early_stopping_patience, self.save_steps)
+        if problem:
+            raise ConfigError(problem)
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> Self:
@@ -91,7 +110,7 @@ class TrainArgs:
             "save_total_limit": self.save_total_limit,
             "logging_steps": self.logging_steps,
             "logging_first_step": True,
-            "eval_strategy": "no",
+            **self._eval_kwargs(checkpoints),
             "report_to": [] if self.report_to in ("none", "") else [self.report_to],
             "gradient_checkpointing": self.gradient_checkpointing,
             "bf16": bf16,
@@ -107,6 +126,28 @@ class TrainArgs:
             kwargs["lr_scheduler_kwargs"] = dict(self.scheduler_kwargs)
         return kwargs
 
+    def _eval_kwargs(self, checkpoints: bool) -> dict[str, Any]:
+        if self.eval_steps <= 0:
+            return {"eval_strategy": "no"}
+        kwargs: dict[str, Any] = {"eval_strategy": "steps", "eval_steps": self.eval_steps}
+        if self.early_stopping_patience > 0:
+            # HF tracks the best eval_loss only with metric_for_best_model set; without checkpoints
+            # there is no best one to go back to, so the run just stops. A resumed run restores the
+            # patience count from its checkpoint (HF would start it at 0 and train longer).
+            kwargs.update(
+                metric_for_best_model="eval_loss",
+                greater_is_better=False,
+                load_best_model_at_end=checkpoints,
+                restore_callback_states_from_checkpoint=True,
+            )
+        return kwargs
+
+    def callbacks(self) -> list[Any]:
+        """The TrainerCallbacks these settings ask for: early stopping on the validation loss."""
+        if self.early_stopping_patience <= 0:
+            return []
+        return [EarlyStoppingCallback(self.early_stopping_patience, self.early_stopping_threshold)]
+
     def hf_kwargs_for(self, out_dir: Path, model: Any, *, checkpoints: bool = True) -> dict[str, Any]:
         """`hf_kwargs` with bf16 and the CPU switch read off the model's parameters."""
         param = next(model.parameters())
@@ -115,6 +156,17 @@ class TrainArgs:
             bf16=param.dtype == torch.bfloat16,
             use_cpu=param.device.type == "cpu",
             checkpoints=checkpoints,
+        )
+
+
+def require_validation(eval_steps: int, val_rows: int, section: str | None = None) -> None:
+    """Refuse evaluation during training (and so early stopping) without validation rows; called
+    by the pipelines before a model loads (naming the config `section`), and by the trainers."""
+    if eval_steps > 0 and val_rows == 0:
+        key = f"{section}.eval_steps" if section else "eval_steps"
+        raise ConfigError(
+            f"{key}={eval_steps} evaluates on validation rows, and the data has none: "
+            "give data.val_path, or a data file of two or more rows"
         )
 
 

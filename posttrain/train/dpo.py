@@ -14,7 +14,7 @@ from datasets import Dataset
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
 
-from posttrain.train.args import DPOArgs
+from posttrain.train.args import DPOArgs, require_validation
 from posttrain.train.loop import GuardMixin, TrainResult, run_trainer, training_callbacks
 
 
@@ -40,8 +40,9 @@ def dpo_train(
     `callbacks` are extra `TrainerCallback`s (benchmarks hang their clocks here). The final
     eval's metrics (rewards/accuracies, ...) are in `result.extra["eval"]`.
     """
+    require_validation(hp.eval_steps, len(val_rows or []))
     out_dir.mkdir(parents=True, exist_ok=True)
-    log, ours = training_callbacks(metrics_path, checkpoints)
+    log, ours = training_callbacks(metrics_path, checkpoints, hp)
     trainer = GuardedDPOTrainer(
         model=model,
         args=TRLDPOConfig(

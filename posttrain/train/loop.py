@@ -27,6 +27,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
 from posttrain.errors import DivergedError
+from posttrain.train.args import TrainArgs
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
 PERPLEXITY_CAP = 50.0  # exp(50) ~ 5e21: past that a perplexity says nothing more, and exp() would overflow
@@ -169,10 +170,14 @@ class CheckpointMarker(TrainerCallback):
             (ckpt / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step}) + "\n")
 
 
-def training_callbacks(metrics_path: Path | None, checkpoints: bool = True) -> tuple[StepLog, list[Any]]:
-    """The step log and the callbacks `run_trainer` relies on (the marker only when saving)."""
+def training_callbacks(
+    metrics_path: Path | None, checkpoints: bool = True, hp: TrainArgs | None = None
+) -> tuple[StepLog, list[Any]]:
+    """The step log and the callbacks `run_trainer` relies on (the marker only when saving), plus
+    those `hp` asks for (early stopping)."""
     log = StepLog(metrics_path)
-    return log, [log, *([CheckpointMarker()] if checkpoints else [])]
+    extra = hp.callbacks() if hp is not None else []
+    return log, [log, *([CheckpointMarker()] if checkpoints else []), *extra]
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:
@@ -229,6 +234,23 @@ def undo_eval_preparation(trainer: Any) -> None:
         del model._is_accelerate_prepared
 
 
+def measured_eval(trainer: Any, log: StepLog) -> dict[str, Any] | None:
+    """The evaluation during training that already measured the weights training ended with, so
+    the final one is not run again; None when there is none.
+
+    After early stopping HF has loaded the best checkpoint: its evaluation is the one, and a new
+    one would be logged at the last step, putting the best model's loss where the last one was.
+    """
+    state = trainer.state
+    step = state.global_step
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        step = checkpoint_step(Path(state.best_model_checkpoint))
+    for row in reversed(log.rows):
+        if row["step"] == step and "eval_loss" in row:
+            return {k: v for k, v in row.items() if k != "step"}
+    return None
+
+
 def run_trainer(
     trainer: Any,
     log: StepLog,
@@ -271,7 +293,7 @@ def run_trainer(
     result.extra.update(log=log.rows, resumed_from=str(resume_from or ""))
     if result.status == "completed" and has_eval and evaluate:
         eval_start = time.perf_counter()
-        metrics = trainer.evaluate()
+        metrics = measured_eval(trainer, log) or trainer.evaluate()
         result.eval_s = time.perf_counter() - eval_start
         loss = float(metrics["eval_loss"])
         result.eval_loss = loss if math.isfinite(loss) else None

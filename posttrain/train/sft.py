@@ -18,7 +18,7 @@ from torch import nn
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
-from posttrain.train.args import SFTArgs
+from posttrain.train.args import SFTArgs, require_validation
 from posttrain.train.loop import (
     GuardMixin,
     StepLog,
@@ -75,20 +75,22 @@ class GuardedSFTTrainer(GuardMixin, SFTTrainer):
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
 
-    def evaluate(self, *args, **kwargs):  # noqa: D102
+    def evaluation_loop(self, *args, **kwargs):  # noqa: D102
         # The Trainer averages per-batch means, and a padding-free batch counts as one sample:
         # eval_loss would then depend on the eval batch size (and so differ between trials of
-        # different batch sizes). Report the token mean over the whole split instead.
+        # different batch sizes). Report the token mean over the whole split instead; set here,
+        # before `evaluate` logs the metrics and hands them to early stopping, so metrics.jsonl,
+        # the best-model choice and the returned value are one number.
         self._eval_sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)
         try:
-            metrics = super().evaluate(*args, **kwargs)
+            output = super().evaluation_loop(*args, **kwargs)
             loss_sum, tokens = self.accelerator.reduce(self._eval_sums, reduction="sum").tolist()
         finally:
             self._eval_sums = None
         key = f"{kwargs.get('metric_key_prefix', 'eval')}_loss"
-        if tokens and key in metrics:
-            metrics[key] = loss_sum / tokens
-        return metrics
+        if tokens and key in output.metrics:
+            output.metrics[key] = loss_sum / tokens
+        return output
 
 
 def varlen_attention(model: Any) -> bool:
@@ -133,7 +135,8 @@ def build_sft_trainer(
     checkpoints: bool = True,
 ) -> tuple[GuardedSFTTrainer, StepLog]:
     """A ready SFTTrainer on a PEFT model (the adapter is trained in place, never re-wrapped)."""
-    log, callbacks = training_callbacks(metrics_path, checkpoints)
+    require_validation(hp.eval_steps, len(val_rows or []))
+    log, callbacks = training_callbacks(metrics_path, checkpoints, hp)
     trainer = GuardedSFTTrainer(
         model=model,
         args=_trl_config(out_dir, hp, model, checkpoints),

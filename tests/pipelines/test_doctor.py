@@ -32,8 +32,6 @@ def test_doctor_and_models_list_cut_no_value_at_80_columns(tmp_path, monkeypatch
     assert str(home) in doctor.stdout  # whole, on one line: a pipe gets the table at full width
     models = run_cli("models", "list", cwd=tmp_path, env=env)
     assert models.returncode == 0 and not cut.search(models.stdout)
-    # On 80 columns the path folds over lines of its (last) column; joined, it is all there.
-    last_column = "".join(
-        line.rsplit("│", 2)[1].strip() for line in models.stdout.splitlines() if line.count("│") >= 4
-    )
-    assert str(home / "models" / "tiny-random") in last_column
+    path_line = next(line for line in models.stdout.splitlines() if "tiny-random" in line)
+    assert str(home / "models" / "tiny-random") in path_line  # whole, on the spec's own line
+    assert len(path_line) > 80  # the pipe got the table at its full width, not folded at COLUMNS
