@@ -68,12 +68,18 @@ def serve(
             help="How request tools reach the model: compact (what align and quickstart train on) or full.",
         ),
     ] = "compact",
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Requests that may wait behind the one generating; one more gets 503 + Retry-After."
+        ),
+    ] = 8,  # serve_queue.DEFAULT_MAX_QUEUE, spelled out so --help does not import the server
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
-    tool calls and streaming; one request at a time."""
+    tool calls and streaming; one request at a time, --max-queue more waiting."""
     from posttrain.pipelines.serve import run_serve
 
-    run_serve(model, adapter, host, port, served_model_name, tool_prompt)
+    run_serve(model, adapter, host, port, served_model_name, tool_prompt, max_queue)
 
 
 def eval_(

@@ -1,7 +1,7 @@
 """The wire format of `posttrain serve`: OpenAI's chat-completion request as pydantic models, and
 errors in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`).
 
-Validation happens here, before the model lock is taken, so a bad request never waits behind a
+Validation happens here, before the request queues for the model, so a bad request never waits behind a
 generation; every error names the request field at fault (`tools.0.function.parameters`).
 """
 
@@ -207,15 +207,17 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers  # e.g. Retry-After on a 503
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def refuse_unsupported(req: ChatRequest) -> None:

@@ -19,13 +19,10 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from posttrain.constrained import Sample
+from posttrain.pipelines.serve_queue import ClientGone
 from posttrain.pipelines.serve_schema import APIError
 
 _END = object()
-
-
-class StreamClosed(Exception):
-    """The client went away: raised inside the sampler to stop generating for nobody."""
 
 
 class TextDeltas:
@@ -55,7 +52,8 @@ class TextDeltas:
 
 
 class TextStream:
-    """Feeds sampled tokens of each choice, as text deltas, to the SSE writer in another thread."""
+    """Feeds sampled tokens of each choice, as text deltas, to the SSE writer in another thread.
+    Setting `closed` (the client left) stops the sampler at its next token."""
 
     def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str]) -> None:
         self.decode, self.stop = decode, stop
@@ -69,7 +67,7 @@ class TextStream:
 
     def token(self, index: int, tokens: list[int]) -> None:
         if self.closed.is_set():
-            raise StreamClosed
+            raise ClientGone
         self._put(index, self._deltas.step(tokens))
 
     def done(self, index: int, sample: Sample) -> None:
@@ -132,29 +130,37 @@ def completion_chunks(completion: dict[str, Any], include_usage: bool) -> Iterat
     yield from _finish_and_usage(completion, include_usage)
 
 
-def text_chunks(
-    head: dict[str, Any],
-    stream: TextStream,
-    produce: Callable[[], dict[str, Any]],
-    include_usage: bool,
-) -> Iterator[str]:
-    """Run `produce` (the generation, calling `stream` as it samples; returns the chat.completion)
-    in a thread and write what it streams as it comes. An error once streaming has begun can no
-    longer be a status code: it goes out as an `error` event, which the openai client raises."""
-    outcome: dict[str, Any] = {}
+class Generation:
+    """`produce` (the generation, calling a TextStream as it samples; returns the chat.completion)
+    running in its own thread from construction on, so it starts, ends and calls `on_exit` (the
+    model handed on) whether or not anyone ever reads the response body."""
 
-    def work() -> None:
-        try:
-            outcome["completion"] = produce()
-        except StreamClosed:
-            pass
-        except Exception as exc:  # reported to the client below, not lost in a thread
-            outcome["error"] = exc
-        finally:
-            stream.queue.put(_END)
+    def __init__(
+        self, stream: TextStream, produce: Callable[[], dict[str, Any]], on_exit: Callable[[], None]
+    ) -> None:
+        self.stream = stream
+        self.outcome: dict[str, Any] = {}
+        self.done = threading.Event()
 
-    thread = threading.Thread(target=work, daemon=True, name="posttrain-serve-stream")
-    thread.start()
+        def work() -> None:
+            try:
+                self.outcome["completion"] = produce()
+            except ClientGone:
+                pass
+            except Exception as exc:  # reported to the client by text_chunks, not lost in a thread
+                self.outcome["error"] = exc
+            finally:
+                on_exit()
+                self.done.set()
+                stream.queue.put(_END)
+
+        threading.Thread(target=work, daemon=True, name="posttrain-serve-stream").start()
+
+
+def text_chunks(head: dict[str, Any], generation: Generation, include_usage: bool) -> Iterator[str]:
+    """What `generation` streams, as chunks, as it comes. An error once streaming has begun can
+    no longer be a status code: it goes out as an `error` event, which the openai client raises."""
+    stream, outcome = generation.stream, generation.outcome
     try:
         while (item := stream.queue.get()) is not _END:
             delta = {"role": "assistant", "content": ""} if item[0] == "role" else {"content": item[2]}
@@ -168,7 +174,8 @@ def text_chunks(
             )
             yield sse(error.body())
             return
-        yield from _finish_and_usage(outcome["completion"], include_usage)
+        if "completion" in outcome:  # absent when the client left and the sampler stopped
+            yield from _finish_and_usage(outcome["completion"], include_usage)
     finally:
         stream.closed.set()  # the client left (or we are done): stop sampling for nobody
 

@@ -49,7 +49,8 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
     train_rows, val_rows = load_sft_dataset(d.path or str(sample_path("alpaca")), **d.split_args())
     with open_run("tune", cfg, resume, executor=cfg.executor.model_dump()) as run:
         store, run_id, resident = run.store, run.run_id, run.resident
-        team = _agent_team(cfg, AgentLog(run.path / "agents.jsonl", store, run_id))
+        log = AgentLog(run.path / "agents.jsonl", store, run_id)
+        team = _agent_team(cfg, log)
         a = cfg.agents
         proposer = make_proposer(
             a.tuner,
@@ -77,6 +78,8 @@ def run_tune(cfg: TuneConfig, resume: bool = False) -> dict[str, Any]:
         train_and_eval = job.train_and_eval(resident, run.path / "trials", reload_base=cfg.trial.reload_base)
         train_many = functools.partial(train_proposals, run.executor, train_and_eval, job)
         history, metrics = replay_history(store, run_id, proposer)
+        if resume:  # the episode a killed attempt began starts over: its messages must not count twice
+            log.forget_from(len(history))
         stop: dict[str, Any] | None = None
         for episode in range(len(history), cfg.agents.max_episodes):
             row = run_episode(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exc, func, select, text, update
+from sqlalchemy import delete, exc, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -303,6 +303,17 @@ class Store:
         query = select(AgentMessageRow).where(AgentMessageRow.run_id == run_id).order_by(AgentMessageRow.id)
         with self._read() as session, session.begin():
             return [to_record(AgentMessageRecord, row) for row in session.scalars(query)]
+
+    def drop_agent_messages(self, run_id: int, from_episode: int) -> int:
+        """Delete the run's agent messages of episode `from_episode` and later; returns how many.
+
+        A resumed run repeats its first unfinished episode from the start, so the messages a killed
+        attempt recorded for it would otherwise appear twice. Messages with no episode stay.
+        """
+        stale = (AgentMessageRow.run_id == run_id) & (AgentMessageRow.episode_index >= from_episode)
+        with self._write() as session, session.begin():
+            result = session.execute(delete(AgentMessageRow).where(stale))
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ trajectories
 

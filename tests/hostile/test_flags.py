@@ -104,6 +104,11 @@ def test_serve_unknown_tool_prompt(cli):
     )
 
 
+@pytest.mark.parametrize("size", ["-1", "many"])  # 0 is valid: nothing waits, every overlap gets 503
+def test_serve_max_queue_below_zero(cli, size):
+    refused(cli("serve", "-m", "tiny-random", "--port", "1", "--max-queue", size), "--max-queue", size)
+
+
 @pytest.mark.parametrize("limit", ["-1", "0"])
 def test_runs_list_limit_below_one(cli, limit):
     refused(cli("runs", "list", "--limit", limit), "--limit", limit)

@@ -95,3 +95,24 @@ def test_the_server_still_serves_after_the_hostile_requests(url):
     assert status == 200 and reply["data"][0]["id"] == NAME
     status, reply = _send(url, "/chat/completions", _chat())
     assert status == 200 and reply["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_a_request_past_a_full_queue_gets_503_with_retry_after_and_the_server_keeps_serving(tiny_spec):
+    """Overload is a hostile input too: with --max-queue 0 and a long generation running, the next
+    request is refused at once in OpenAI's error shape, and served again once the model is free."""
+    from posttrain.models import load_for_inference
+    from posttrain.pipelines.serve import create_app, serve_in_thread
+    from tests.test_serve_queue import LONG, call, chat, hang_up_later, health, wait_for
+
+    model, tokenizer = load_for_inference(tiny_spec)
+    with serve_in_thread(create_app(model, tokenizer, NAME, max_queue=0), startup_timeout=60) as url:
+        base = url.removesuffix("/v1")
+        running = hang_up_later(base, chat(**LONG))
+        wait_for(lambda: health(base)["generating"] == 1, 30, "the long request generating")
+        status, headers, reply = call(base, "POST", "/v1/chat/completions", chat())
+        assert status == 503 and int(headers["retry-after"]) >= 1
+        assert reply["error"]["code"] == "queue_full" and "--max-queue 0" in reply["error"]["message"]
+        running.close()
+        wait_for(lambda: health(base)["generating"] == 0, 30, "the abandoned generation stopped")
+        status, _, reply = call(base, "POST", "/v1/chat/completions", chat())
+        assert status == 200 and reply["choices"][0]["message"]["role"] == "assistant"

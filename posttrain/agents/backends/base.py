@@ -69,6 +69,26 @@ class AgentLog:
                 self.run_id, episode, role, backend, request, response, fallback, error
             )
 
+    def forget_from(self, episode: int) -> None:
+        """Drop, from both sinks, what was recorded for `episode` and later (on resume: the
+        unfinished episode a killed attempt had begun), so each episode's messages appear once,
+        as in an uninterrupted run. A line cut short by the kill goes too."""
+        if self.path is not None and self.path.exists():
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                at = row.get("episode") if isinstance(row, dict) else None
+                if isinstance(row, dict) and (not isinstance(at, int) or at < episode):
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            partial = self.path.with_name(self.path.name + ".tmp")
+            partial.write_text("".join(kept), encoding="utf-8")
+            partial.replace(self.path)  # atomic: a second kill leaves the old file or the new one
+        if self.store is not None and self.run_id is not None:
+            self.store.drop_agent_messages(self.run_id, episode)
+
 
 def episode_of(context: Mapping[str, Any] | None) -> int | None:
     """The episode a role context is for, or None; log rows carry it so a run's messages group by episode."""
