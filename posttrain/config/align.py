@@ -38,6 +38,13 @@ class AlignDataSettings(Strict):
         "tools, written from their descriptions, join SFT and the synthetic pairs.",
     )
     tools_rows: int = Field(200, ge=0, description="tool_use: rows for the tools of data.tools_file.")
+    tool_format: Literal["react", "chat_template"] = Field(
+        "react",
+        description="tool_use: how function-pool and data.tools_file rows are written and read: react = "
+        "seed 004's Thought→Action text (any model); chat_template = the model's own tool format via "
+        "apply_chat_template(tools=...), for a template that supports tools (e.g. Qwen2.5), so the "
+        "adapter works with the clients its users have. The five tools' ReAct episodes stay react.",
+    )
     agent_demos: int = Field(
         48, ge=0, description="meetings: scripted tool-using demos added to SFT (tool_use ignores it)."
     )

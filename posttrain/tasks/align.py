@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from posttrain.errors import ConfigError
+from posttrain.models import load_tokenizer
 from posttrain.tasks.base import AlignTask
 from posttrain.tasks.meetings.align import MeetingsAlign
 from posttrain.tasks.tool_use.align import ToolUseAlign
+from posttrain.tasks.tool_use.chat_format import chat_tool_format
 
 ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": MeetingsAlign()}
 
 
-def align_task(name: str) -> AlignTask:
-    """The task called `name`; ConfigError naming the known ones otherwise."""
+def align_task(name: str, tool_format: str = "react", model: str | None = None) -> AlignTask:
+    """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
+    "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
+    loaded and checked here, before any model loads)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
-    return ALIGN_TASKS[name]
+    if tool_format == "react":
+        return ALIGN_TASKS[name]
+    if name != "tool_use" or model is None:
+        raise ConfigError(f"data.tool_format={tool_format} applies to --task tool_use only; use react")
+    return ToolUseAlign(chat_tool_format(load_tokenizer(model), model))

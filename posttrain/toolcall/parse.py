@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from posttrain.toolcall.format import ACTION, FINAL, THOUGHT
 from posttrain.toolcall.schema import validate_args
@@ -113,6 +113,14 @@ def _parse_action(text: str, at: int, registry: Mapping[str, Tool]) -> ParseResu
         return ParseResult(
             "no_thought", error="the turn does not start with `Thought: <reasoning>`", **common
         )
+    return checked_call(call, json_error, registry, common)
+
+
+def checked_call(
+    call: ToolCall | None, json_error: str | None, registry: Mapping[str, Tool], common: dict[str, Any]
+) -> ParseResult:
+    """The verdict on a written call, whatever format it was read from: broken, an unknown tool,
+    arguments against the schema, or a call (`common` holds the result's other fields)."""
     if call is None:
         return ParseResult("invalid_json", error=json_error, **common)
     if call.name not in registry:

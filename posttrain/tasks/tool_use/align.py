@@ -2,7 +2,11 @@
 and requests from the function pool's training families for SFT, defective turns of both as
 synthetic pairs, rollouts of both rewarded by the scorer, and evaluation on unseen tool families
 (AST accuracy, the headline), seen families, and ReAct episodes in distribution and with unseen
-tools (task success)."""
+tools (task success).
+
+With `data.tool_format: chat_template` (a `ChatToolFormat` given to `ToolUseAlign`) the
+function-pool and user-tool rows are written and read in the model's own chat-template tool
+format (`chat_format`); the five tools' ReAct episodes stay Thought→Action."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 from posttrain.tasks.base import Conversation, TrainingData
 from posttrain.tasks.episodes import episode_record, system_prompt, trajectory_stats
 from posttrain.tasks.metrics import Figure, figure
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat
 from posttrain.tasks.tool_use.data import generate_tool_use_data
 from posttrain.tasks.tool_use.metrics import tool_use_trajectory_reward, tool_use_turn_metrics
 from posttrain.tasks.tool_use.pool_align import (
@@ -162,6 +167,9 @@ class ToolUseAlign:
         "task_accuracy",
     )
 
+    def __init__(self, chat_format: ChatToolFormat | None = None) -> None:
+        self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
+
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
 
@@ -191,9 +199,13 @@ class ToolUseAlign:
         conversations: list[Conversation] = [
             r["prompt"] + [_assistant(r["completion"])] for r in by_episode.values()
         ]
-        pool_conversations, pool_pairs = pool_training(pool_rows, seed) if pool_rows else ([], [])
+        pool_conversations, pool_pairs = (
+            pool_training(pool_rows, seed, fmt=self.chat_format) if pool_rows else ([], [])
+        )
         if user_tools and user_rows:
-            mine, my_pairs = pool_training(user_rows, seed, user_tool_rows(user_tools, user_rows, seed))
+            mine, my_pairs = pool_training(
+                user_rows, seed, user_tool_rows(user_tools, user_rows, seed), self.chat_format
+            )
             pool_conversations += mine
             pool_pairs += my_pairs
         conversations += pool_conversations
@@ -224,7 +236,7 @@ class ToolUseAlign:
         react = max(1, n // 4)
         rows = tool_use_first_turns("train", seed, react, compact)
         prompts = [{"id": r["id"], "prompt": r["prompt"], "gold_answer": r["gold_answer"]} for r in rows]
-        return prompts + pool_rollout_prompts(n - react, seed)
+        return prompts + pool_rollout_prompts(n - react, seed, self.chat_format)
 
     def rollouts(
         self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str
@@ -297,7 +309,7 @@ class ToolUseAlign:
         records: dict[str, list[dict[str, Any]]] = {}
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
-                figs[split], records[split] = evaluate_pool(generate, rows)
+                figs[split], records[split] = evaluate_pool(generate, rows, self.chat_format)
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records

@@ -5,6 +5,9 @@ AST figures on seen and unseen tool families.
 families (with fresh masking and distractors), "unseen_families" asks requests of families
 training never saw. Their headline is AST accuracy, beside must-call and irrelevance (refusing
 everything would game irrelevance alone) and the hallucinated-function rate.
+
+Every function takes an optional `ChatToolFormat` (`data.tool_format: chat_template`): the rows,
+defects, reward ladder and figures stay the same, only how a turn is written and read changes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from posttrain.tasks.metrics import Figure
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_turn
 from posttrain.tasks.tool_use.pool import PoolSplit
 from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_reward
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
@@ -24,32 +28,43 @@ POOL_SPLITS: dict[str, PoolSplit] = {"seen_families": "train", "unseen_families"
 
 
 def pool_training(
-    rows: int, seed: int, data: list[dict[str, Any]] | None = None
+    rows: int, seed: int, data: list[dict[str, Any]] | None = None, fmt: ChatToolFormat | None = None
 ) -> tuple[list[list[dict[str, str]]], list[dict[str, Any]]]:
     """SFT conversations of `rows` training-family requests (or of the rows in `data`, e.g. a
-    user's tools), and one synthetic pair per row (its gold turn against one defect)."""
+    user's tools), and one synthetic pair per row (its gold turn against one defect; a defect
+    `fmt` cannot show, a missing Thought, gives no pair)."""
     data = pool_rows(rows, seed, "train") if data is None else data
     rng = random.Random(f"tool_pool/pairs/{seed}")
-    pairs = []
+    conversations, pairs = [], []
     for row in data:
+        conversation = pool_conversation(row, fmt)
+        conversations.append(conversation)
         defect, rejected = pool_defect(row, rng)
+        prompt = pool_prompt(row, fmt)
+        chosen = conversation[len(prompt)]["content"]
+        if fmt is not None:
+            rejected = fmt.assistant_text(row["messages"], row["tools"], openai_turn(rejected))
+            if rejected == chosen:
+                continue
         pairs.append(
             {
                 "source": "synthetic",
                 "id": row["id"],
                 "defect": defect,
-                "prompt": pool_prompt(row),
-                "chosen": [{"role": "assistant", "content": row["completion"]}],
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}],
             }
         )
-    return [pool_conversation(r) for r in data], pairs
+    return conversations, pairs
 
 
-def pool_rollout_prompts(n: int, seed: int) -> list[dict[str, Any]]:
-    """Held-in requests for on-policy pairs (training families, their own seed)."""
+def pool_rollout_prompts(n: int, seed: int, fmt: ChatToolFormat | None = None) -> list[dict[str, Any]]:
+    """Held-in requests for on-policy pairs (training families, their own seed); each carries
+    `fmt`, so a Ray worker that looks the task up by name still reads the replies right."""
     return [
-        {"id": r["id"], "prompt": pool_prompt(r), "pool_row": r} for r in pool_rows(n, seed + 7919, "train")
+        {"id": r["id"], "prompt": pool_prompt(r, fmt), "pool_row": r, "chat_format": fmt}
+        for r in pool_rows(n, seed + 7919, "train")
     ]
 
 
@@ -59,7 +74,13 @@ def pool_rollouts(prompts: Sequence[dict[str, Any]], generate: Generate, policy:
     replies = generate([p["prompt"] for p in prompts]) if prompts else []
     traces = []
     for p, text in zip(prompts, replies, strict=True):
-        reward = pool_reward(text, p["pool_row"])
+        fmt = p.get("chat_format")
+        reward = pool_reward(text, p["pool_row"], fmt)
+        called = (
+            "Action:" in text
+            if fmt is None
+            else fmt.parse(text, pool_item(p["pool_row"]).registry).json_valid is not None
+        )
         traces.append(
             {
                 "prompt_id": p["id"],
@@ -67,8 +88,10 @@ def pool_rollouts(prompts: Sequence[dict[str, Any]], generate: Generate, policy:
                 "prompt": p["prompt"],
                 "messages": [{"role": "assistant", "content": text}],
                 "steps": [{"output": text}],
-                "num_tool_calls": int("Action:" in text),
-                "status": "final" if "Final Answer:" in text else "call",
+                "num_tool_calls": int(called),
+                "status": ("final" if "Final Answer:" in text else "call")
+                if fmt is None
+                else ("call" if called else "final"),
                 "final_answer": None,
                 "gold_answer": None,
                 "correct": reward >= 1.0,
@@ -84,16 +107,16 @@ def pool_eval_sets(seed: int, items: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def evaluate_pool(
-    generate: Generate, rows: Sequence[dict[str, Any]]
+    generate: Generate, rows: Sequence[dict[str, Any]], fmt: ChatToolFormat | None = None
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """The user-data figures (AST accuracy first) of one model's replies to `rows`."""
-    replies = generate([pool_prompt(r) for r in rows]) if rows else []
-    figs, records = user_eval_figures(replies, [pool_item(r, i) for i, r in enumerate(rows)])
+    replies = generate([pool_prompt(r, fmt) for r in rows]) if rows else []
+    figs, records = user_eval_figures(replies, [pool_item(r, i) for i, r in enumerate(rows)], fmt)
     for row, record in zip(rows, records, strict=True):
         record |= {
             "id": row["id"],
             "family": row["family"],
             "function": row["function"],
-            "reward": pool_reward(record["reply"], row),
+            "reward": pool_reward(record["reply"], row, fmt),
         }
     return figs, records

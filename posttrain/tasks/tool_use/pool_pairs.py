@@ -12,6 +12,7 @@ import json
 import random
 from typing import Any
 
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat
 from posttrain.tasks.tool_use.scoring import NO_CALL, OMITTED
 from posttrain.tasks.tool_use.user_eval import EvalItem, score_reply
 from posttrain.toolcall import Tool, format_call, format_final
@@ -29,12 +30,13 @@ def pool_item(row: dict[str, Any], line: int = 0) -> EvalItem:
     return EvalItem(list(row["messages"]), tools, row["gold"], line, row["id"])
 
 
-def pool_reward(text: str, row: dict[str, Any]) -> float:
+def pool_reward(text: str, row: dict[str, Any], fmt: ChatToolFormat | None = None) -> float:
     """1 for the gold decision made exactly (the right call with the right arguments, or no call
     where none fits), partial credit for the right function with wrong arguments (0.6) or a valid
     call of the wrong one (0.3), 0.2 for answering without a call that was needed, 0 for a call
-    where none fits, an invented name or a broken format; -0.1 without the Thought prefix."""
-    s = score_reply(text, pool_item(row))
+    where none fits, an invented name or a broken format; -0.1 without the Thought prefix (a
+    model's own chat-template format, `fmt`, has no Thought to miss)."""
+    s = score_reply(text, pool_item(row), fmt)
     if row["gold"] == NO_CALL:
         reward = 1.0 if s["irrelevance_accuracy"] and s["format_validity"] else 0.0
     elif s["ast_accuracy"]:
@@ -47,7 +49,7 @@ def pool_reward(text: str, row: dict[str, Any]) -> float:
         reward = 0.3 if s["format_validity"] else 0.0
     else:
         reward = 0.2 if s["format_validity"] else 0.0
-    return round(reward - (0.0 if s["thought_prefix_rate"] else 0.1), 4)
+    return round(reward - (0.0 if s["thought_prefix_rate"] in (True, None) else 0.1), 4)
 
 
 def pool_defect(row: dict[str, Any], rng: random.Random) -> tuple[str, str]:

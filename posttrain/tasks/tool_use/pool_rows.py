@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_messages
 from posttrain.tasks.tool_use.pool import PoolFunction, PoolSplit, draw_value, pool_functions, render_prompt
 from posttrain.tasks.tool_use.scoring import NO_CALL, OMITTED
 from posttrain.toolcall import format_call, format_final, format_system_prompt
@@ -191,8 +192,11 @@ def pool_system_prompt(row: dict[str, Any]) -> str:
     return format_system_prompt(row["tools"], detail="full")
 
 
-def pool_conversation(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The whole gold conversation of a row, for SFT."""
+def pool_conversation(row: dict[str, Any], fmt: ChatToolFormat | None = None) -> list[dict[str, str]]:
+    """The whole gold conversation of a row, for SFT; in the model's own tool format with `fmt`
+    (`chat_format`), in Thought→Action without."""
+    if fmt is not None:
+        return fmt.plain(openai_messages(row), row["tools"])
     turns = [{"role": "system", "content": pool_system_prompt(row)}, *row["messages"]]
     turns.append({"role": "assistant", "content": row["completion"]})
     if row["follow_up"]:
@@ -201,6 +205,9 @@ def pool_conversation(row: dict[str, Any]) -> list[dict[str, str]]:
     return turns
 
 
-def pool_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The conversation a model answers for a row (system and user turn)."""
+def pool_prompt(row: dict[str, Any], fmt: ChatToolFormat | None = None) -> list[dict[str, str]]:
+    """The conversation a model answers for a row (system and user turn); with `fmt` the system
+    turn is the model's own tool list."""
+    if fmt is not None:
+        return fmt.plain(row["messages"], row["tools"])
     return [{"role": "system", "content": pool_system_prompt(row)}, *row["messages"]]

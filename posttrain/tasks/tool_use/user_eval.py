@@ -22,6 +22,9 @@ The figures of one model's replies, each a mean with n and a bootstrap CI:
 | `thought_prefix_rate` | every row | starts with `Thought: <reasoning>` |
 
 Irrelevance is reported beside must-call because refusing everything games it on its own.
+Given a `ChatToolFormat` (`data.tool_format: chat_template`), prompts and replies are in the
+model's own chat-template tool format instead: "writes an `Action:`" reads "writes a call", a
+well-formed final answer is any non-empty reply without one, and `thought_prefix_rate` does not apply.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from posttrain.tasks.loader import Record, read_records
 from posttrain.tasks.metrics import Figure, figure
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat, call_message
 from posttrain.tasks.tool_use.scoring import NO_CALL, OMITTED, Gold, score_call
 from posttrain.toolcall import (
     Tool,
@@ -163,10 +167,15 @@ def _gold(record: Record, gold: Any, offered: set[str]) -> Gold:
     return gold
 
 
-def user_eval_conversations(items: Sequence[EvalItem]) -> list[list[dict[str, str]]]:
+def user_eval_conversations(
+    items: Sequence[EvalItem], fmt: ChatToolFormat | None = None
+) -> list[list[dict[str, str]]]:
     """The conversations a model answers: the Thought→Action system prompt for the row's tools,
     every description in full as align's function-pool rows train it, first (a row's own system
-    turn follows it in the same system message)."""
+    turn follows it in the same system message). With `fmt`, the row's turns with the model's own
+    tool list in the system turn (`chat_format`)."""
+    if fmt is not None:
+        return [fmt.plain(item.messages, [t.schema() for t in item.tools]) for item in items]
     out = []
     for item in items:
         system = format_system_prompt(item.tools, detail="full")
@@ -177,21 +186,28 @@ def user_eval_conversations(items: Sequence[EvalItem]) -> list[list[dict[str, st
     return out
 
 
-def gold_turn(item: EvalItem) -> str:
+def gold_turn(item: EvalItem, fmt: ChatToolFormat | None = None) -> str:
     """The reply that scores full marks: the first acceptable call in the trained format (each
-    argument's first acceptable value, optional ones left out), or a final answer for `no_call`."""
+    argument's first acceptable value, optional ones left out), or a final answer for `no_call`;
+    with `fmt`, written as the model's chat template writes the call."""
     if item.gold == NO_CALL:
+        if fmt is not None:
+            return "I cannot do that with the tools offered here."
         return format_final("None of the offered tools fits this request.", "I cannot do that here.")
     ((name, args),) = item.gold[0].items()  # type: ignore[union-attr]
     written = {arg: [v for v in values if v != OMITTED] for arg, values in args.items()}
     chosen = {arg: values[0] for arg, values in written.items() if values}
+    if fmt is not None:
+        schemas = [t.schema() for t in item.tools]
+        return fmt.assistant_text(item.messages, schemas, call_message(name, chosen))
     return format_call(f"I should call {name}.", name, chosen)
 
 
-def score_reply(text: str, item: EvalItem) -> dict[str, bool | None]:
-    """Per-row indicators behind `user_eval_figures`; None where a figure does not apply."""
+def score_reply(text: str, item: EvalItem, fmt: ChatToolFormat | None = None) -> dict[str, bool | None]:
+    """Per-row indicators behind `user_eval_figures`; None where a figure does not apply. With
+    `fmt` the reply is read in the model's own tool format, which has no Thought to count."""
     registry = item.registry
-    p = parse_response(text, registry)
+    p = parse_response(text, registry) if fmt is None else fmt.parse(text, registry)
     wants_call = item.gold != NO_CALL
     tried = p.json_valid is not None  # an `Action:` was written, well-formed or not
     gold_names = set() if not wants_call else {n for option in item.gold for n in option}  # type: ignore[union-attr]
@@ -202,18 +218,19 @@ def score_reply(text: str, item: EvalItem) -> dict[str, bool | None]:
         "must_call_rate": tried if wants_call else None,
         "irrelevance_accuracy": None if wants_call else not tried,
         "format_validity": p.compliant,
-        "thought_prefix_rate": p.has_thought,
+        "thought_prefix_rate": p.has_thought if fmt is None else None,
     }
 
 
 def user_eval_figures(
-    texts: Sequence[str], items: Sequence[EvalItem]
+    texts: Sequence[str], items: Sequence[EvalItem], fmt: ChatToolFormat | None = None
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """Every figure of `USER_EVAL_METRICS` over one reply per item, and a record per row (where it
-    came from, the reply, the gold and its indicators) for the output JSON."""
+    came from, the reply, the gold and its indicators) for the output JSON; `fmt` as in
+    `score_reply`."""
     if len(texts) != len(items):
         raise ValueError(f"{len(texts)} replies for {len(items)} rows")
-    scores = [score_reply(t, item) for t, item in zip(texts, items, strict=True)]
+    scores = [score_reply(t, item, fmt) for t, item in zip(texts, items, strict=True)]
     figures = {name: figure([s[name] for s in scores if s[name] is not None]) for name in USER_EVAL_METRICS}
     records = [
         {"line": item.line, "reply": text, "gold": item.gold, **score}
