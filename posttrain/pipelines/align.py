@@ -102,7 +102,7 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         results = evaluate_models(resident, task, data.eval_sets, data.training.train_outcomes, cfg, run.dir)
         summary = _summary(cfg, task, run.settings.describe(), stages, results, time.perf_counter() - start)
         title = f"posttrain align --task {cfg.task}: {run.name}"
-        write_align_report(run.path, title, summary, results, task.plot_metrics)
+        write_align_report(run.path, title, summary, results, task.plot_metrics, task.split_titles)
         return run.finish(summary)
 
 

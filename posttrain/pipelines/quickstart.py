@@ -32,6 +32,7 @@ from posttrain.models import device_settings, load_for_inference, materialize
 from posttrain.pipelines.finetune import run_dpo
 from posttrain.pipelines.tune import run_tune
 from posttrain.report import markdown_table
+from posttrain.report.changes import from_flat, regressions_markdown
 from posttrain.rundir import RunDir
 from posttrain.tasks.metrics import flat
 from posttrain.tasks.tool_use import (
@@ -194,9 +195,14 @@ def evaluate_model(
     return flat(families, n=len(unseen)), flat(figures, n=len(rows))
 
 
+QUICKSTART_LABELS = {"base": "the base model", "tuned": "the tuned adapter", "dpo": "DPO"}
+
+
 def write_report(
     out: Path, cfg: QuickstartConfig, tune: dict, dpo: dict, table: dict[str, dict], families: dict[str, dict]
 ) -> Path:
+    """report.md (the base/tuned/DPO tables, then every figure that got worse from one model to the
+    next in words), compliance.json and families.json in `out`."""
     rows = [
         [label, *[_cell(metrics.get(k)) for k in SHOWN], metrics.get("n")] for label, metrics in table.items()
     ]
@@ -218,6 +224,17 @@ def write_report(
             markdown_table(["model", *SHOWN, "n turns"], rows),
             f"\nTune run: `{tune['run_dir']}` (best eval loss {tune.get('best_eval_loss')}); "
             f"DPO run: `{dpo['run_dir']}`.\n",
+            regressions_markdown(
+                {
+                    "tool families never trained on": {
+                        label: from_flat(m, FAMILIES_SHOWN) for label, m in families.items()
+                    },
+                    "held-out episodes of the five training tools": {
+                        label: from_flat(m, SHOWN) for label, m in table.items()
+                    },
+                },
+                QUICKSTART_LABELS,
+            ),
         ]
     )
     (out / "report.md").write_text(text)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from posttrain.report.changes import regressions_markdown
 from posttrain.report.markdown import markdown_table
 from posttrain.report.plots import new_figure, nothing_to_plot, plot_lines
 
@@ -34,11 +35,20 @@ def eval_tables(results: dict[str, Any], titles: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
+MODEL_LABELS = {"base": "the base model", "sft": "the SFT adapter", "dpo": "DPO"}
+
+
 def write_align_report(
-    run_dir: Path, title: str, summary: dict[str, Any], results: dict[str, Any], bar_metrics: Sequence[str]
+    run_dir: Path,
+    title: str,
+    summary: dict[str, Any],
+    results: dict[str, Any],
+    bar_metrics: Sequence[str],
+    split_titles: dict[str, str] | None = None,
 ) -> Path:
-    """report.md with the base/SFT/DPO tables (`summary["eval_table"]`) and plots: SFT and DPO
-    loss, DPO reward margins, and bars of `bar_metrics` per split and model."""
+    """report.md with the base/SFT/DPO tables (`summary["eval_table"]`), the figures that got worse
+    from one model to the next in words, and plots: SFT and DPO loss, DPO reward margins, and bars
+    of `bar_metrics` per split and model. `split_titles` name the splits in the regressions."""
     plots = run_dir / "plots"
     sft_rows = _read_jsonl(run_dir / "metrics_sft.jsonl")
     dpo_rows = _read_jsonl(run_dir / "metrics_dpo.jsonl")
@@ -78,6 +88,10 @@ def write_align_report(
         "Every figure: mean [bootstrap 95% CI] n=examples. Held-out data comes from its own seed.\n",
         "## Base vs SFT vs DPO\n",
         summary["eval_table"],
+        regressions_markdown(
+            {(split_titles or {}).get(split, split): models for split, models in results["splits"].items()},
+            MODEL_LABELS,
+        ),
         "## Run\n",
         markdown_table(["key", "value"], list(head.items())),
         "## Stages\n",

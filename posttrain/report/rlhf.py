@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.report.markdown import format_value, markdown_table
-from posttrain.report.plots import integer_ticks, new_figure
+from posttrain.report.plots import integer_ticks, new_figure, nothing_to_plot
 from posttrain.rundir import RunDir
 from posttrain.store import Store
 
@@ -77,7 +77,10 @@ def _plot(path: Path, title: str, rows: list[dict[str, Any]], left: list[str], r
     axes = figure.add_subplot()
     for key in left:
         if points := _series(rows, key):
-            axes.plot(*zip(*points, strict=True), label=key, linewidth=1.2)
+            if key.startswith("eval_"):  # measured every eval_steps: points, not a line between them
+                axes.plot(*zip(*points, strict=True), label=key, marker="o", linestyle="none")
+            else:
+                axes.plot(*zip(*points, strict=True), label=key, linewidth=1.2)
     axes.set_xlabel("step")
     axes.set_ylabel(", ".join(left))
     integer_ticks(axes)
@@ -100,7 +103,7 @@ def _plot(path: Path, title: str, rows: list[dict[str, Any]], left: list[str], r
 
 def write_rlhf_report(run_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     """report.md with the summary, held-out result, each stage's steps and plots/*.png."""
-    by_stage = {s: [r for r in rows if r["stage"] == s and "loss" in r] for s in STAGES}
+    by_stage = {s: _steps(rows, s) for s in STAGES}
     plots = run_dir / "plots"
     parts = [f"# posttrain rlhf: {summary['run']}\n", "## Summary\n"]
     parts.append(markdown_table(["key", "value"], [(k, format_value(v)) for k, v in summary.items()]))
@@ -115,12 +118,13 @@ def write_rlhf_report(run_dir: Path, summary: dict[str, Any], rows: list[dict[st
         ]
     for stage, title in (("sft", "SFT"), ("reward_model", "Reward model")):
         if by_stage[stage]:
-            columns = [
-                c for c in ("loss", "accuracy", "learning_rate", "grad_norm") if c in by_stage[stage][0]
-            ]
+            known = ("loss", "eval_loss", "accuracy", "eval_accuracy", "learning_rate", "grad_norm")
+            columns = [c for c in known if any(c in r for r in by_stage[stage])]
             parts += [f"## {title} per step\n", _step_table(by_stage[stage], columns)]
-            if _plot(plots / f"{stage}_loss.png", f"{title} loss", by_stage[stage], ["loss"]):
+            if _plot(plots / f"{stage}_loss.png", f"{title} loss", by_stage[stage], ["loss", "eval_loss"]):
                 parts.append(f"![{title} loss](plots/{stage}_loss.png)\n")
+            else:
+                parts.append(nothing_to_plot(f"{title} loss", "no finite loss was logged"))
     rl = by_stage["rl"]
     if rl:
         parts += ["## RL per step\n", _step_table(rl, [c for c in RL_COLUMNS if any(c in r for r in rl)])]
@@ -136,20 +140,23 @@ def write_rlhf_report(run_dir: Path, summary: dict[str, Any], rows: list[dict[st
         ):
             if _plot(plots / f"{name}.png", title, rl, left, right):
                 parts.append(f"![{title}](plots/{name}.png)\n")
+            else:
+                parts.append(nothing_to_plot(title, "no finite value was logged"))
     path = run_dir / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
 
-def _step_table(rows: list[dict[str, Any]], columns: list[str], limit: int = 20) -> str:
-    shown = (
-        rows if len(rows) <= limit else [rows[round(i * (len(rows) - 1) / (limit - 1))] for i in range(limit)]
-    )
-    note = (
-        f"{len(shown)} of {len(rows)} steps; every step is in `metrics.jsonl`.\n\n"
-        if len(shown) < len(rows)
-        else ""
-    )
-    return note + markdown_table(
-        ["step", *columns], [[r["step"], *(r.get(c) for c in columns)] for r in shown]
-    )
+def _steps(rows: list[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+    """A stage's logged steps, its train and eval rows of one step merged into one; the
+    end-of-training row (`train_runtime`, a mean loss) is not a step."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["stage"] == stage and "step" in row and "train_runtime" not in row:
+            by_step.setdefault(int(row["step"]), {}).update(row)
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _step_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Every logged step: a sample of them hid the step where a run went wrong."""
+    return markdown_table(["step", *columns], [[r["step"], *(r.get(c) for c in columns)] for r in rows])

@@ -8,7 +8,7 @@ from typing import Any
 
 from posttrain.agents.history import EpisodeSummary
 from posttrain.report.markdown import markdown_table
-from posttrain.report.plots import integer_ticks, new_figure
+from posttrain.report.plots import integer_ticks, new_figure, nothing_to_plot
 
 HEADERS = [
     "episode",
@@ -59,16 +59,17 @@ def episode_table(history: list[EpisodeSummary]) -> str:
 def write_tune_report(
     run_dir: Path, title: str, history: list[EpisodeSummary], summary: dict[str, Any]
 ) -> Path:
-    """report.md with the summary and the episode table, and plots/episodes.png."""
-    plots = run_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    _plot_losses(history, plots / "episodes.png")
+    """report.md with the summary and the episode table, and plots/episodes.png (not written, and
+    said, when no episode has a finite loss)."""
+    plotted = _plot_losses(history, run_dir / "plots" / "episodes.png")
     text = [
         f"# {title}\n",
         markdown_table(["key", "value"], list(summary.items())),
         "\n## Episodes\n",
         episode_table(history),
-        "\n![eval loss per episode, TRAIN vs SEAL](plots/episodes.png)\n",
+        "\n![eval loss per episode, TRAIN vs SEAL](plots/episodes.png)\n"
+        if plotted
+        else "\n" + nothing_to_plot("eval loss per episode", "no episode has a finite eval loss"),
     ]
     path = run_dir / "report.md"
     path.write_text("\n".join(text))
@@ -79,22 +80,24 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
+def _plot_losses(history: list[EpisodeSummary], path: Path) -> bool:
     """Each episode trains its own model, so its loss is a point, not a line through episodes; the
-    y range is at least 2% of the loss, so a 0.001 wobble does not fill the plot like a trend."""
-    fig = new_figure((6, 3.5))
-    ax = fig.add_subplot()
+    y range is at least 2% of the loss, so a 0.001 wobble does not fill the plot like a trend.
+    False, writing nothing, when no loss is finite."""
     eps = [h.episode for h in history]
     train = [h.loss if h.loss is not None else float("nan") for h in history]
-    ax.plot(eps, train, "o", label="TRAIN")
     seal = [_finite(h.seal_eval_loss) for h in history]
+    values = [v for v in [*train, *seal] if v is not None and math.isfinite(v)]
+    if not values:
+        return False
+    fig = new_figure((6, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(eps, train, "o", label="TRAIN")
     if any(s is not None for s in seal):
         ax.plot(eps, [s if s is not None else float("nan") for s in seal], "s", label="SEAL")
-    values = [v for v in [*train, *seal] if v is not None and math.isfinite(v)]
-    if values:
-        low, high = min(values), max(values)
-        middle, half = (low + high) / 2, max((high - low) / 2 * 1.15, abs(low + high) / 2 * 0.01, 1e-6)
-        ax.set_ylim(middle - half, middle + half)
+    low, high = min(values), max(values)
+    middle, half = (low + high) / 2, max((high - low) / 2 * 1.15, abs(low + high) / 2 * 0.01, 1e-6)
+    ax.set_ylim(middle - half, middle + half)
     integer_ticks(ax)
     ax.set_xlabel("episode")
     ax.set_ylabel("eval loss (lower is better)")
@@ -102,4 +105,6 @@ def _plot_losses(history: list[EpisodeSummary], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return True
