@@ -14,8 +14,17 @@ step (`max_loss_diff` in the output), so only the machinery differs:
 Each side first runs one untimed self-edit (warm-up), then `--edits` timed ones; the times
 are means per self-edit, ours including the one-time adapter creation.
 
+Then `batched`: the E-step's real question, self-edit evaluations per minute. `--batch` K
+self-edits (one per fictional passage, each with its own seed) are scored one at a time
+(`InnerLoop.adapt` + evaluate, as `inner.batch_updates: 1` does) and with their K LoRA updates
+trained together in one batched pass (posttrain.train.multi_lora, `inner.batch_updates: K`),
+then each evaluated. Same work on both sides: the per-step losses agree (`max_loss_diff`)
+and so do the F1s. The two sides alternate A B A B for `--rounds` rounds after an untimed
+warm-up of each; the JSON has every round's time, the median and the spread, and the split
+into training and evaluation (evaluation stays one self-edit at a time on both sides).
+
     python bench/seal_inner.py                    # smollm2-135m, writes bench/results/seal_inner.json
-    python bench/seal_inner.py --model tiny-random --edits 1 --epochs 1 --out /tmp/x.json   # smoke run
+    python bench/seal_inner.py --model tiny-random --edits 1 --epochs 1 --batch 3 --out /tmp/x.json   # smoke
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +48,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--edits", type=int, default=3, help="Timed self-edits per side.")
     p.add_argument("--epochs", type=float, default=10.0, help="Inner epochs (paper: 10).")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the box has 2 shared cores).")
+    p.add_argument("--batch", type=int, default=4, help="Self-edits trained together in the batched mode.")
+    p.add_argument("--rounds", type=int, default=3, help="Timed A/B rounds of the batched mode (>= 3).")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p
 
@@ -147,6 +159,114 @@ def run_naive(base, tokenizer, passage, rows, args) -> dict:
     }
 
 
+def _batched_work(k: int) -> list[tuple[object, list[dict]]]:
+    """K self-edits, one per passage: its sentences restated one per line, as in `_work`."""
+    from posttrain.tasks import knowledge
+
+    work = []
+    for passage in knowledge.generate_fictional_passages(k, seed=0):
+        lines = [f"It is a fact that {s.strip()}" for s in passage.context.split(". ") if s.strip()]
+        work.append(
+            (
+                passage,
+                knowledge.sequences_to_rows(knowledge.self_edit_to_sequences(passage, "\n".join(lines))),
+            )
+        )
+    return work
+
+
+def _one_at_a_time(inner, work) -> dict:
+    t0 = time.perf_counter()
+    f1s, losses, eval_s = [], [], 0.0
+    for i, (passage, rows) in enumerate(work):
+        result = inner.adapt(rows, seed=100 + i)
+        t1 = time.perf_counter()
+        f1s.append(_evaluate(inner.model, inner.tokenizer, passage))
+        eval_s += time.perf_counter() - t1
+        losses.append([loss for _, loss in result.losses])
+    inner.reset()
+    return {"s": time.perf_counter() - t0, "eval_s": eval_s, "f1": f1s, "losses": losses}
+
+
+def _together(inner, work) -> dict:
+    from posttrain.train.multi_lora import InnerRun, score_together
+
+    eval_s = [0.0]
+
+    def evaluate(i: int) -> float:
+        t1 = time.perf_counter()
+        f1 = _evaluate(inner.model, inner.tokenizer, work[i][0])
+        eval_s[0] += time.perf_counter() - t1
+        return f1
+
+    t0 = time.perf_counter()
+    f1s = score_together(inner, [InnerRun(rows, 100 + i) for i, (_, rows) in enumerate(work)], evaluate)
+    return {"s": time.perf_counter() - t0, "eval_s": eval_s[0], "f1": f1s}
+
+
+def _spread(times: list[float]) -> dict:
+    return {
+        "median_s": round(statistics.median(times), 3),
+        "min_s": round(min(times), 3),
+        "max_s": round(max(times), 3),
+        "rounds_s": [round(t, 3) for t in times],
+    }
+
+
+def run_batched(spec: str, args: argparse.Namespace) -> dict:
+    """K self-edit evaluations one at a time (A) against their updates trained together (B)."""
+    from posttrain.models import ResidentModel, device_settings
+    from posttrain.train.multi_lora import multi_lean_train
+    from posttrain.train.restem import InnerLoop
+
+    resident = ResidentModel(spec, device_settings())
+    inner = InnerLoop(resident, r=32, alpha=64, dropout=0.0, hp=_hp(args.epochs, 0), adapter_seed=0)
+    work = _batched_work(args.batch)
+    # Untimed warm-up of both sides, which also checks that they do the same optimisation.
+    alone = _one_at_a_time(inner, work)
+    inner.reset()
+    hps = [_hp(args.epochs, 100 + i) for i in range(len(work))]
+    trained = multi_lean_train(
+        inner.model, inner.tokenizer, [(rows, hp) for (_, rows), hp in zip(work, hps, strict=True)]
+    )
+    together_losses = [[loss for _, loss in t.result.losses] for t in trained]
+    diff = max(
+        abs(a - b)
+        for la, lb in zip(alone["losses"], together_losses, strict=True)
+        for a, b in zip(la, lb, strict=True)
+    )
+    a_runs, b_runs = [], []
+    for _ in range(args.rounds):
+        a_runs.append(_one_at_a_time(inner, work))
+        b_runs.append(_together(inner, work))
+    a_med = statistics.median(r["s"] for r in a_runs)
+    b_med = statistics.median(r["s"] for r in b_runs)
+    return {
+        "k": len(work),
+        "rounds": args.rounds,
+        "steps_per_edit": [len(x) for x in together_losses],
+        "one_at_a_time": {
+            **_spread([r["s"] for r in a_runs]),
+            "eval_median_s": round(statistics.median(r["eval_s"] for r in a_runs), 3),
+        },
+        "together": {
+            **_spread([r["s"] for r in b_runs]),
+            "eval_median_s": round(statistics.median(r["eval_s"] for r in b_runs), 3),
+        },
+        "evals_per_min_one_at_a_time": round(60 * len(work) / a_med, 2),
+        "evals_per_min_together": round(60 * len(work) / b_med, 2),
+        "speedup": round(a_med / b_med, 2),
+        "train_speedup": round(
+            (a_med - statistics.median(r["eval_s"] for r in a_runs))
+            / max(b_med - statistics.median(r["eval_s"] for r in b_runs), 1e-9),
+            2,
+        ),
+        "max_loss_diff": diff,
+        "f1_one_at_a_time": a_runs[-1]["f1"],
+        "f1_together": b_runs[-1]["f1"],
+    }
+
+
 def main(args: argparse.Namespace) -> dict:
     from posttrain.models import ResidentModel, device_settings
 
@@ -179,6 +299,7 @@ def main(args: argparse.Namespace) -> dict:
         "max_loss_diff": diff,
         "ours_f1": ours["f1"],
         "naive_f1": naive["f1"],
+        "batched": run_batched(args.model, args),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -61,6 +61,23 @@ class SEALInnerSettings(Strict):
         512, ge=16, description="Tokens per inner training row (longer ones are truncated)."
     )
     lora: SEALInnerLora = Field(default_factory=SEALInnerLora, description="LoRA of the inner update.")
+    batch_updates: int = Field(
+        1,
+        ge=1,
+        description="Inner updates (self-edits x runs) trained together in one batched pass, one "
+        "adapter each, every one equal to its update alone (train/multi_lora.py); 1 = one at a "
+        "time. Needs lora.dropout 0.",
+    )
+
+    @model_validator(mode="after")
+    def _batching_needs_no_dropout(self) -> SEALInnerSettings:
+        if self.batch_updates > 1 and self.lora.dropout > 0:
+            raise ValueError(
+                f"inner.batch_updates={self.batch_updates} needs inner.lora.dropout=0 (got "
+                f"{self.lora.dropout}): dropout masks of a batch cannot equal those of separate runs; "
+                "set inner.batch_updates=1 or inner.lora.dropout=0"
+            )
+        return self
 
 
 class SEALGenerationSettings(Strict):

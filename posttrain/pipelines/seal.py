@@ -7,7 +7,8 @@ The run reads top to bottom:
    generator adapter (what ReST-EM trains);
 4. each outer iteration: E-step (sample k self-edits per context from the current
    generator, score each by the reward of its inner update -- one executor task per
-   self-edit, so `executor: ray` spreads them over a cluster), keep the rewarded ones,
+   self-edit, or per `inner.batch_updates` updates trained together, so `executor: ray`
+   spreads them over a cluster), keep the rewarded ones,
    M-step (SFT of the generator on them); every self-edit goes to the store;
 5. held-out results table: the model without update, the domain's reference rows, base vs
    SEAL-trained self-edits, and the pooled (continued-pretraining) variant;
@@ -49,6 +50,7 @@ from posttrain.tasks.seal import (
     split_items,
 )
 from posttrain.train.args import SFTArgs
+from posttrain.train.multi_lora import InnerRun, score_together
 from posttrain.train.restem import (
     GeneratorAdapter,
     InnerLoop,
@@ -95,7 +97,7 @@ def run_seal(cfg: SEALConfig, domain: BaseDomain | None = None, resume: bool = F
             m.use_kernels,
         )
         inner = spec.build(run.resident)
-        score_updates = inner_scorer(run.executor, domain, inner, spec)
+        score_updates = inner_scorer(run.executor, domain, inner, spec, cfg.inner.batch_updates)
         g_lora = cfg.restem.lora
         generator = GeneratorAdapter(
             inner.model,
@@ -252,11 +254,31 @@ def inner_scores_in_worker(spec: InnerSpec, domain: BaseDomain, job: InnerJob) -
     return inner_scores(domain, inner, job)
 
 
+def batched_scores(domain: BaseDomain, inner: InnerLoop, runs: list[tuple[InnerJob, int]]) -> list[float]:
+    """The adapted score of every (job, seed) run, their updates trained together in one pass."""
+
+    def evaluate(i: int) -> float:
+        return domain.evaluate(inner.model, inner.tokenizer, runs[i][0].context).value
+
+    return score_together(inner, [InnerRun(job.rows, seed, job.overrides) for job, seed in runs], evaluate)
+
+
+def batched_scores_in_worker(
+    spec: InnerSpec, domain: BaseDomain, runs: list[tuple[InnerJob, int]]
+) -> list[float]:
+    """`batched_scores` in a Ray worker, on an inner loop built once per worker from `spec`."""
+    inner = worker_cached(repr(spec), lambda: spec.build(ResidentModel(spec.model, spec.settings())))
+    return batched_scores(domain, inner, runs)
+
+
 def inner_scorer(
-    executor: Executor, domain: BaseDomain, inner: InnerLoop, spec: InnerSpec
+    executor: Executor, domain: BaseDomain, inner: InnerLoop, spec: InnerSpec, batch_updates: int = 1
 ) -> Callable[[list[InnerJob], list[str]], list[list[float]]]:
     """`score(jobs, keys)`: every job's run scores, one executor task per job. Locally the jobs
-    share the resident inner loop; on Ray each worker builds its own from `spec`."""
+    share the resident inner loop; on Ray each worker builds its own from `spec`. With
+    `batch_updates` > 1 all jobs' runs are pooled and trained that many at a time, one task each."""
+    if batch_updates > 1:
+        return _batched_scorer(executor, domain, inner, spec, batch_updates)
     if executor.kind == "local":
         fn: Callable[[InnerJob], list[float]] = functools.partial(inner_scores, domain, inner)
     else:
@@ -264,6 +286,30 @@ def inner_scorer(
 
     def score(jobs: list[InnerJob], keys: list[str]) -> list[list[float]]:
         return executor.map(fn, jobs, stage="seal.inner", keys=keys)
+
+    return score
+
+
+def _batched_scorer(
+    executor: Executor, domain: BaseDomain, inner: InnerLoop, spec: InnerSpec, k: int
+) -> Callable[[list[InnerJob], list[str]], list[list[float]]]:
+    if executor.kind == "local":
+        fn: Callable[[list[tuple[InnerJob, int]]], list[float]] = functools.partial(
+            batched_scores, domain, inner
+        )
+    else:
+        fn = functools.partial(batched_scores_in_worker, spec, domain)
+
+    def score(jobs: list[InnerJob], keys: list[str]) -> list[list[float]]:
+        runs = [(job, seed) for job in jobs for seed in job.seeds]
+        run_keys = [
+            f"{key}/run{r}" for job, key in zip(jobs, keys, strict=True) for r in range(len(job.seeds))
+        ]
+        starts = range(0, len(runs), k)
+        chunk_keys = [f"{run_keys[i]}+{len(runs[i : i + k]) - 1}" for i in starts]
+        parts = executor.map(fn, [runs[i : i + k] for i in starts], stage="seal.inner", keys=chunk_keys)
+        flat = iter([s for part in parts for s in part])
+        return [[next(flat) for _ in job.seeds] for job in jobs]
 
     return score
 
