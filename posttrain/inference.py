@@ -19,9 +19,20 @@ import torch
 def render_prompts(
     tokenizer: Any, conversations: Sequence[list[dict]], tools: list[dict] | None = None
 ) -> list[str]:
-    """Chat-template each conversation with the assistant turn opened."""
+    """Chat-template each conversation with the assistant turn opened. A conversation that ends in
+    an assistant message is continued from it, left open (a prefilled reply, as Transformers'
+    text-generation pipeline does); the generated text is then only what follows that prefix."""
     return [
-        tokenizer.apply_chat_template(list(conv), tools=tools, add_generation_prompt=True, tokenize=False)
+        tokenizer.apply_chat_template(
+            list(conv),
+            tools=tools,
+            tokenize=False,
+            **(
+                {"continue_final_message": True}
+                if conv and conv[-1]["role"] == "assistant"
+                else {"add_generation_prompt": True}
+            ),
+        )
         for conv in conversations
     ]
 

@@ -66,6 +66,11 @@ class AlignRolloutSettings(Strict):
     temperature: float = Field(0.8, gt=0.0, description="Sampling temperature of the extra trajectories.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus mass of the extra trajectories.")
     max_steps: int = Field(6, ge=1, description="ReAct turns per trajectory.")
+    force_answer: bool = Field(
+        True,
+        description="meetings: a trajectory still calling tools at its last turn is asked for the Final "
+        "Answer instead (prefilled after 'Final Answer:'); traces mark it forced. false = every turn free.",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
     seed: int = Field(
@@ -130,6 +135,11 @@ class AlignEvalSettings(Strict):
     )
     scenarios: int = Field(32, ge=1, description="meetings: held-out scenarios.")
     max_steps: int = Field(6, ge=1, description="ReAct turns per evaluated episode.")
+    force_answer: bool = Field(
+        True,
+        description="meetings: an episode still calling tools at its last turn is asked for the Final "
+        "Answer instead; the figures report the forced share (agent_forced). false = the free loop.",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
     seed: int = Field(1000, description="Seed of the held-out data; never used for training or tuning.")

@@ -72,7 +72,7 @@ class AlignData:
 def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     """The five stages for `cfg.task`; returns the run summary (also in summary.json)."""
     cfg = resumed(cfg, resume)
-    task = align_task(cfg.task, cfg.data.tool_format, cfg.model.name)
+    task = align_task(cfg.task, cfg.data.tool_format, cfg.model.name, cfg.evaluation.force_answer)
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)
     executor = cfg.executor.model_dump()
@@ -258,7 +258,9 @@ def collect_trajectories(
         return json.loads(path.read_text())
     _say(f"2/5 trajectories: {len(data.rollout_prompts)} prompts x {cfg.rollouts.k}")
     r, prompts = cfg.rollouts, data.rollout_prompts
-    job = RolloutJob(cfg.task, r.k, r.temperature, r.top_p, r.max_steps, r.max_new_tokens, r.batch_size)
+    job = RolloutJob(
+        cfg.task, r.k, r.temperature, r.top_p, r.max_steps, r.max_new_tokens, r.batch_size, r.force_answer
+    )
     if executor.kind == "local":
         with merged(resident.model) as model:
             fn = functools.partial(rollout_shard, model, resident.tokenizer, job)

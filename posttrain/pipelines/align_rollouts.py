@@ -32,6 +32,7 @@ class RolloutJob:
     max_steps: int
     max_new_tokens: int
     batch_size: int
+    force_answer: bool = True  # meetings: answer forced at the step cap
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class PolicySource:
 def rollout_shard(model: Any, tokenizer: Any, job: RolloutJob, shard: RolloutShard) -> tuple[Traces, Traces]:
     """(greedy, sampled) trajectories of a shard: one greedy per prompt, then k - 1 sampled each."""
     torch.manual_seed(shard.seed)
-    task = align_task(job.task)
+    task = align_task(job.task, force_answer=job.force_answer)
     greedy = generator(model, tokenizer, job.max_new_tokens, job.batch_size)
     sampled = generator(model, tokenizer, job.max_new_tokens, job.batch_size, (job.temperature, job.top_p))
     first = task.rollouts(shard.prompts, greedy, job.max_steps, "sft-greedy")

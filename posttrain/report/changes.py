@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # A metric whose name holds one of these is better when it is lower (hallucinated_function_rate,
-# brier, eval_loss); a name in NO_DIRECTION is neither better high nor low, so it never regresses.
-LOWER_IS_BETTER = ("hallucinated", "invented", "brier", "loss", "error", "perplexity")
+# brier, eval_loss, agent_forced: answers the loop had to force); a name in NO_DIRECTION is neither
+# better high nor low, so it never regresses.
+LOWER_IS_BETTER = ("hallucinated", "invented", "brier", "loss", "error", "perplexity", "forced")
 NO_DIRECTION = ("mean_tool_calls",)
 TOLERANCE = 0.01  # on 0..1 shares: below one example in a hundred, a change is not reported
 

@@ -12,12 +12,17 @@ from posttrain.tasks.tool_use.chat_format import chat_tool_format
 ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": MeetingsAlign()}
 
 
-def align_task(name: str, tool_format: str = "react", model: str | None = None) -> AlignTask:
+def align_task(
+    name: str, tool_format: str = "react", model: str | None = None, force_answer: bool = True
+) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
-    loaded and checked here, before any model loads)."""
+    loaded and checked here, before any model loads). `force_answer=False` gives meetings with
+    the free ReAct loop (no answer forced at the step cap)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
+    if name == "meetings" and not force_answer:
+        return MeetingsAlign(force_answer=False)
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:

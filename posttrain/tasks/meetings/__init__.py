@@ -3,7 +3,8 @@
 Two attendees, A and B, meet at a conference; their features set a documented success
 probability (`FORMULA_DOC`). A model predicts it from text (phase 1, SFT) or gathers the
 features with tools before answering (phase 2, trajectories); trajectories ranked by
-`calculate_reward` become DPO preference pairs (phase 3).
+`calculate_reward` become DPO preference pairs (phase 3). `posttrain align` trains on demos that
+answer after 0-3 calls, forces the answer at the step cap and ranks by `calibrated_reward`.
 
 scenario.py holds the formula and the hidden outcome; tools.py the three tools; trajectories.py
 the prompt, answer format and scripted agents; reward.py answer parsing, rewards and metrics;
@@ -13,7 +14,10 @@ needs no model.
 """
 
 from posttrain.tasks.meetings.agent import (
+    FORCE_INSTRUCTION,
+    FORCED_PREFIX,
     episode_trajectory,
+    force_final_answers,
     meetings_agent_prompt,
     meetings_registry,
     meetings_system_prompt,
@@ -39,10 +43,12 @@ from posttrain.tasks.meetings.data import (
     write_csv,
 )
 from posttrain.tasks.meetings.reward import (
+    CalibratedReward,
     RewardBreakdown,
     accuracy,
     brier,
     calculate_reward,
+    calibrated_reward,
     majority_baseline,
     oracle_accuracy,
     parse_prediction,
@@ -76,15 +82,25 @@ from posttrain.tasks.meetings.tools import (
 )
 from posttrain.tasks.meetings.trajectories import (
     AGENT_INSTRUCTION,
+    ANSWER_THOUGHT,
+    DEMO_CALL_WEIGHTS,
+    DEMO_CALLS,
     Trajectory,
     agent_prompt,
+    demo_trajectory,
     final_answer,
+    informed_probability,
     scripted_trajectories,
     scripted_trajectory,
 )
 
 __all__ = [
     "AGENT_INSTRUCTION",
+    "ANSWER_THOUGHT",
+    "DEMO_CALLS",
+    "DEMO_CALL_WEIGHTS",
+    "FORCED_PREFIX",
+    "FORCE_INSTRUCTION",
     "CSV_COLUMNS",
     "DAYS",
     "FORMULA_DOC",
@@ -96,6 +112,7 @@ __all__ = [
     "TIMES_OF_DAY",
     "TOOL_NAMES",
     "TOPICS",
+    "CalibratedReward",
     "ExecutedCall",
     "MeetingsAlign",
     "Person",
@@ -107,14 +124,18 @@ __all__ = [
     "brier",
     "build_preference_pairs",
     "calculate_reward",
+    "calibrated_reward",
     "csv_row",
+    "demo_trajectory",
     "episode_trajectory",
     "evaluate_meetings",
     "execute_call",
     "final_answer",
+    "force_final_answers",
     "generate_scenarios",
     "get_profile",
     "get_schedule_context",
+    "informed_probability",
     "input_text",
     "majority_baseline",
     "make_tools",

@@ -1,11 +1,13 @@
 """meetings as an align task (`tasks.base.AlignTask`, seed 002): a direct predictor and scripted
-tool-using demos for SFT, scripted trajectories ranked by reward as synthetic pairs, agent
-rollouts scored by `calculate_reward`, and held-out scenarios beside two references.
+tool-using demos that answer after 0-3 calls for SFT, scripted trajectories ranked by reward as
+synthetic pairs, agent rollouts scored by `calibrated_reward`, and held-out scenarios beside two
+references.
 
 Figures per held-out scenario: `accuracy` (prediction on the outcome's side of 0.5; a reply that
 does not parse counts as wrong), `brier` (an unparsed reply counts as 0.5), `parse_rate`, and for
-the tool-using agent `mean_tool_calls` and `calls_2_to_5`. Two modes: `direct_*` (the SFT
-predictor reads the scenario text) and `agent_*` (the model gathers the features with tools).
+the tool-using agent `mean_tool_calls`, `calls_2_to_5` and, where the loop forces an answer at
+the step cap, `forced` (the share of answers it forced). Two modes: `direct_*` (the SFT predictor
+reads the scenario text) and `agent_*` (the model gathers the features with tools).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from posttrain.tasks.meetings.agent import (
     trajectory_messages,
 )
 from posttrain.tasks.meetings.data import build_preference_pairs, sft_rows, trace_record
-from posttrain.tasks.meetings.reward import parse_prediction
+from posttrain.tasks.meetings.reward import calibrated_reward, parse_prediction
 from posttrain.tasks.meetings.scenario import Scenario, generate_scenarios
-from posttrain.tasks.meetings.trajectories import scripted_trajectories, scripted_trajectory
+from posttrain.tasks.meetings.trajectories import demo_trajectory, scripted_trajectories
 from posttrain.tasks.metrics import Figure, figure
 from posttrain.toolcall import Generate, Tool
 
@@ -76,8 +78,10 @@ def evaluate_meetings(
     system: str,
     max_steps: int,
     modes: Sequence[str] = ("direct", "agent"),
+    force_answer: bool = False,
 ) -> tuple[dict[str, Figure], list[dict]]:
-    """Direct prediction from the text and/or the tool-using agent, on held-out scenarios."""
+    """Direct prediction from the text and/or the tool-using agent, on held-out scenarios;
+    `force_answer` as in `run_meetings_agent`, adding `agent_forced` and a `forced` per record."""
     figs: dict[str, Figure] = {}
     records: list[dict] = [{"scenario_id": s.scenario_id, "outcome": s.outcome} for s in scenarios]
     if "direct" in modes:
@@ -87,11 +91,15 @@ def evaluate_meetings(
         for rec, t, p in zip(records, texts, preds, strict=True):
             rec |= {"direct_output": t, "direct_prediction": p}
     if "agent" in modes:
-        trajs, _ = run_meetings_agent(generate, scenarios, system, max_steps, "eval")
+        trajs, _ = run_meetings_agent(generate, scenarios, system, max_steps, "eval", force_answer)
         preds = [t.probability for t in trajs]
         figs |= meetings_metrics(preds, scenarios, [len(t.tool_calls) for t in trajs], prefix="agent_")
         for rec, t in zip(records, trajs, strict=True):
             rec |= {"agent_text": t.text, "agent_prediction": t.probability}
+        if force_answer:
+            figs["agent_forced"] = figure([t.meta["forced"] for t in trajs])
+            for rec, t in zip(records, trajs, strict=True):
+                rec["forced"] = t.meta["forced"]
     return figs, records
 
 
@@ -99,6 +107,12 @@ class MeetingsAlign:
     """The meetings task of `posttrain align`: predict whether a conference meeting succeeds."""
 
     name = "meetings"
+
+    def __init__(self, force_answer: bool = True) -> None:
+        # Rollouts and evaluation force the answer at the step cap (align's
+        # rollouts/evaluation.force_answer); False runs the loop as it was before the cap.
+        self.force_answer = force_answer
+
     headline = ("heldout", "agent_accuracy")
     split_titles = {"heldout": "meetings, held-out"}
     plot_metrics = ("direct_accuracy", "agent_accuracy")
@@ -120,17 +134,17 @@ class MeetingsAlign:
         user_tools: Sequence[Tool] = (),
         user_rows: int = 0,
     ) -> TrainingData:
-        """`rows` direct-prediction conversations and `demos` scripted agent episodes, shuffled
-        (`pool_rows`, `user_tools` and `user_rows` do not apply);
-        synthetic pairs rank four scripted trajectories per scenario of seed + 1 by reward."""
+        """`rows` direct-prediction conversations and `demos` scripted agent episodes that answer
+        after 0-3 calls (`demo_trajectory`), shuffled (`pool_rows`, `user_tools` and `user_rows`
+        do not apply); synthetic pairs rank four scripted trajectories per scenario of seed + 1 by
+        `calibrated_reward`."""
         system = meetings_system_prompt(compact)
         scenarios = generate_scenarios(rows + demos, seed)
         direct, agent = scenarios[:rows], scenarios[rows:]
         rng = random.Random(seed)
         conversations: list[Conversation] = [r["prompt"] + r["completion"] for r in sft_rows(direct)]
         conversations += [
-            meetings_agent_prompt(s, system) + trajectory_messages(scripted_trajectory(s, rng, 1.0))
-            for s in agent
+            meetings_agent_prompt(s, system) + trajectory_messages(demo_trajectory(s, rng)) for s in agent
         ]
         rng.shuffle(conversations)
         val_n = min(val_rows, len(conversations) // 5)
@@ -158,7 +172,7 @@ class MeetingsAlign:
                 "rejected_reward": p["rejected_reward"],
                 "margin": p["margin"],
             }
-            for p in build_preference_pairs(scripted, scenarios, min_margin)
+            for p in build_preference_pairs(scripted, scenarios, min_margin, calibrated_reward)
         ][:n]
 
     def rollout_prompts(self, n: int, seed: int, compact: bool) -> list[dict[str, Any]]:
@@ -171,13 +185,16 @@ class MeetingsAlign:
     def rollouts(
         self, prompts: Sequence[dict[str, Any]], generate: Generate, max_steps: int, policy: str
     ) -> list[dict[str, Any]]:
-        """Agent episodes on each prompt's scenario, recorded and rewarded as `trace_record` does."""
+        """Agent episodes on each prompt's scenario, recorded by `trace_record` and rewarded by
+        `calibrated_reward`."""
         scenarios = [p["scenario"] for p in prompts]
         system = prompts[0]["prompt"][0]["content"] if prompts else ""
-        trajs, episodes = run_meetings_agent(generate, scenarios, system, max_steps, policy)
+        trajs, episodes = run_meetings_agent(
+            generate, scenarios, system, max_steps, policy, self.force_answer
+        )
         traces = []
         for p, s, traj, ep in zip(prompts, scenarios, trajs, episodes, strict=True):
-            rec = trace_record(traj, s)
+            rec = trace_record(traj, s, calibrated_reward)
             rec |= {
                 "prompt_id": p["id"],
                 "prompt": p["prompt"],
@@ -190,7 +207,11 @@ class MeetingsAlign:
         return traces
 
     def trajectory_stats(self, traces: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return trajectory_stats(traces, calls_2_to_5=True)
+        """The shared stats, plus the share of answers the loop forced (None when it did not)."""
+        stats = trajectory_stats(traces, calls_2_to_5=True)
+        forced = [t["forced"] for t in traces if "forced" in t]
+        stats["forced"] = figure(forced).as_dict() if forced else None
+        return stats
 
     gate_metrics: tuple[str, ...] = ()
 
@@ -212,7 +233,9 @@ class MeetingsAlign:
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
         for split, scenarios in sets.items():
-            figs[split], records[split] = evaluate_meetings(generate, scenarios, system, max_steps)
+            figs[split], records[split] = evaluate_meetings(
+                generate, scenarios, system, max_steps, force_answer=self.force_answer
+            )
         return figs, records
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from posttrain.errors import DataError
-from posttrain.tasks.meetings.reward import calculate_reward
+from posttrain.tasks.meetings.reward import CalibratedReward, RewardBreakdown, calculate_reward
 from posttrain.tasks.meetings.scenario import Scenario, input_text
 from posttrain.tasks.meetings.trajectories import Trajectory, final_answer
+
+# How a trajectory is scored: seed 002's `calculate_reward` or align's `calibrated_reward`.
+RewardFn = Callable[[Trajectory, Scenario], RewardBreakdown | CalibratedReward]
 
 CSV_COLUMNS = (
     "input_text",
@@ -71,7 +74,10 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def build_preference_pairs(
-    trajectories: Sequence[Trajectory], scenarios: Sequence[Scenario], min_margin: float
+    trajectories: Sequence[Trajectory],
+    scenarios: Sequence[Scenario],
+    min_margin: float,
+    reward: RewardFn = calculate_reward,
 ) -> list[dict[str, Any]]:
     """Pairs from the same scenario: best vs worst, second best vs second worst, ..., each kept
     only if the rewards differ by at least `min_margin` and the texts differ. Every trajectory is
@@ -79,7 +85,7 @@ def build_preference_pairs(
     by_id = {s.scenario_id: s for s in scenarios}
     groups: dict[str, list[tuple[float, Trajectory]]] = defaultdict(list)
     for t in trajectories:
-        groups[t.scenario_id].append((calculate_reward(t, by_id[t.scenario_id]).total, t))
+        groups[t.scenario_id].append((reward(t, by_id[t.scenario_id]).total, t))
     pairs = []
     for sid, group in groups.items():
         group.sort(key=lambda rt: rt[0], reverse=True)
@@ -101,8 +107,11 @@ def build_preference_pairs(
     return pairs
 
 
-def trace_record(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, Any]:
-    """One entry of agent_traces.json; with the scenario it also carries truth and reward."""
+def trace_record(
+    traj: Trajectory, scenario: Scenario | None = None, reward: RewardFn = calculate_reward
+) -> dict[str, Any]:
+    """One entry of agent_traces.json; with the scenario it also carries truth and reward, and
+    `forced` where the loop forced the answer (`agent.run_meetings_agent`)."""
     rec: dict[str, Any] = {
         "scenario_id": traj.scenario_id,
         "policy": traj.policy,
@@ -118,6 +127,8 @@ def trace_record(traj: Trajectory, scenario: Scenario | None = None) -> dict[str
         "final_answer": traj.final_text,
         "text": traj.text,
     }
+    if "forced" in traj.meta:
+        rec["forced"] = bool(traj.meta["forced"])
     if scenario is not None:
         pred = traj.probability
         rec |= {
@@ -125,7 +136,7 @@ def trace_record(traj: Trajectory, scenario: Scenario | None = None) -> dict[str
             "true_outcome": "YES" if scenario.outcome else "NO",
             "agent_outcome": None if pred is None else ("YES" if pred > 0.5 else "NO"),
             "correct": pred is not None and int(pred > 0.5) == scenario.outcome,
-            "reward": calculate_reward(traj, scenario).as_dict(),
+            "reward": reward(traj, scenario).as_dict(),
         }
     return rec
 

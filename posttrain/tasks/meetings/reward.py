@@ -1,5 +1,6 @@
-"""Scoring: the final answer parsed back, the reward of a trajectory (accuracy, side of 0.5,
-tool use), and the prediction metrics reported against realised outcomes."""
+"""Scoring: the final answer parsed back, the rewards of a trajectory (seed 002's: accuracy, side
+of 0.5, tool use; align's: a calibrated answer first, Brier, then tool use), and the prediction
+metrics reported against realised outcomes."""
 
 from __future__ import annotations
 
@@ -89,6 +90,42 @@ def calculate_reward(traj: Trajectory, scenario: Scenario) -> RewardBreakdown:
         side = float(int(traj.probability > 0.5) == scenario.outcome)
     tools = tool_use_score(traj.tool_calls)
     return RewardBreakdown(acc, side, tools, W_ACC * acc + W_SIDE * side + W_TOOLS * tools)
+
+
+# The calibrated reward `posttrain align` ranks meetings trajectories by:
+# total = B_ANSWER + B_BRIER * (1 - (pred - outcome)^2) + B_TOOLS * tool_use when the answer parses,
+# 0 when it does not, whatever the calls. A parsed answer, even the worst, beats none (>= B_ANSWER),
+# and the Brier term can move the total by more than all tool use can, so a trajectory is paid
+# for a calibrated answer first and for its calls a little.
+B_ANSWER, B_BRIER, B_TOOLS = 0.1, 0.75, 0.15
+
+
+@dataclass(frozen=True)
+class CalibratedReward:
+    answered: float  # 1 when the final answer parsed
+    brier: float  # 1 - (pred - outcome)^2; 0 when the answer did not parse
+    tool_use: float  # `tool_use_score`, counted only with an answer
+    total: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "answered": self.answered,
+            "brier": self.brier,
+            "tool_use": self.tool_use,
+            "total": self.total,
+        }
+
+
+def calibrated_reward(traj: Trajectory, scenario: Scenario) -> CalibratedReward:
+    """The reward of the comment above `B_ANSWER`, against the realised outcome (a proper scoring
+    rule: its expectation is highest at the probability the calls' evidence supports)."""
+    if traj.scenario_id != scenario.scenario_id:
+        raise ValueError(f"trajectory is for {traj.scenario_id}, scenario is {scenario.scenario_id}")
+    tools = tool_use_score(traj.tool_calls)
+    if traj.probability is None:
+        return CalibratedReward(0.0, 0.0, tools, 0.0)
+    score = 1.0 - (traj.probability - scenario.outcome) ** 2
+    return CalibratedReward(1.0, score, tools, B_ANSWER + B_BRIER * score + B_TOOLS * tools)
 
 
 # ---------------------------------------------------------------- metrics

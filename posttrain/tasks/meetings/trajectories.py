@@ -3,18 +3,26 @@ that stand in for a model before one is trained (seeding phase 2 with good and b
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.tasks.meetings.scenario import (
+    C_ENERGY,
+    DAY_EFFECT,
     REASONS,
+    TERMS,
+    TIME_EFFECT,
+    W_ENERGY,
     Scenario,
     energy_term,
     engagement_term,
     fatigue_term,
+    generate_scenarios,
     reason_from_terms,
     role_term,
     seniority_term,
@@ -25,7 +33,7 @@ from posttrain.tasks.meetings.scenario import (
 from posttrain.tasks.meetings.tools import ExecutedCall, execute_call
 
 AGENT_INSTRUCTION = (
-    "Use the tools get_profile, get_schedule_context and topic_overlap (2 to 5 calls), then reply "
+    "Use the tools get_profile, get_schedule_context and topic_overlap (1 to 3 calls), then reply "
     'Final Answer: {"probability": <0-1>, "reason": "<reason>"}.'
 )
 
@@ -148,3 +156,76 @@ def scripted_trajectories(scenarios: Sequence[Scenario], per_scenario: int, seed
             q = (k + rng.random()) / per_scenario
             out.append(scripted_trajectory(s, rng, q))
     return out
+
+
+# ---------------------------------------------------------------- SFT demos that answer early
+
+# A demo's calls in order of what they reveal: the two profiles give role, seniority, engagement
+# and energy, the overlap the topic term; after these three the oracle's accuracy is within a few
+# points of all five calls. A demo stops after the first `k` of them.
+DEMO_CALLS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("get_profile", {"person": "A"}),
+    ("get_profile", {"person": "B"}),
+    ("topic_overlap", {"a": "A", "b": "B"}),
+)
+# How many calls a demo makes: mostly 1-3, a few none (the day in the prompt is all it knows),
+# never the loop's step cap, so the model learns to stop and answer rather than to run out of turns.
+DEMO_CALL_WEIGHTS: dict[int, float] = {0: 0.1, 1: 0.15, 2: 0.25, 3: 0.5}
+# The Thought of every demo's answer, and the prefix a forced answer is prefilled with (agent.py),
+# so a forced answer continues text the model was trained to write.
+ANSWER_THOUGHT = "I have enough to answer."
+
+
+@functools.cache
+def _term_spread() -> dict[str, tuple[float, float]]:
+    """(mean, variance) of each logit term over a fixed population; timing's is the time of day's
+    alone, since the day is in the prompt."""
+    sample = generate_scenarios(4000, 0)
+    out = {}
+    for term in TERMS:
+        if term == "timing":
+            values = [TIME_EFFECT[s.time_of_day] for s in sample]
+        else:
+            values = [s.contributions()[term] for s in sample]
+        mean = sum(values) / len(values)
+        out[term] = (mean, sum((v - mean) ** 2 for v in values) / len(values))
+    return out
+
+
+def informed_probability(terms: dict[str, float], day: int) -> float:
+    """P(success | the terms seen and the day): unseen terms are marginalised as a normal with
+    the population's mean and variance (probit approximation of the logistic-normal), so an agent
+    that saw less answers closer to its prior, which is what a calibrated answer must do."""
+    spread = _term_spread()
+    unseen = [t for t in TERMS if t not in terms]
+    z = sum(terms.values()) + sum(spread[t][0] for t in unseen)
+    if "timing" not in terms:
+        z += DAY_EFFECT[day]
+    var = sum(spread[t][1] for t in unseen)
+    return sigmoid(z / math.sqrt(1.0 + math.pi * var / 8.0))
+
+
+def demo_trajectory(scenario: Scenario, rng: random.Random, calls: int | None = None) -> Trajectory:
+    """An SFT demo: the first `calls` of `DEMO_CALLS` (drawn from `DEMO_CALL_WEIGHTS` when None),
+    then a Final Answer with the probability calibrated to what those calls revealed."""
+    k = rng.choices(list(DEMO_CALL_WEIGHTS), weights=list(DEMO_CALL_WEIGHTS.values()))[0]
+    k = k if calls is None else calls
+    done = [execute_call(scenario, n, a, _THOUGHTS[n].format(**a)) for n, a in DEMO_CALLS[:k]]
+    terms = _terms_from_observations(done)
+    profiles = [c.observation for c in done if c.name == "get_profile"]
+    if len(profiles) == 1:  # the other attendee's levels are unknown: their expectation (uniform 1..5)
+        seen = profiles[0]
+        terms["engagement"] = engagement_term([seen["engagement"], 3])
+        terms["energy"] = W_ENERGY * (sum(min(seen["energy"], u) for u in range(1, 6)) / 5 - C_ENERGY)
+    prob = min(max(round(informed_probability(terms, scenario.day), 2), 0.01), 0.99)
+    shown = terms | ({} if "timing" in terms else {"timing": DAY_EFFECT[scenario.day]})
+    reason = reason_from_terms(shown, prob > 0.5)
+    return Trajectory(
+        scenario_id=scenario.scenario_id,
+        prompt=agent_prompt(scenario),
+        tool_calls=done,
+        probability=prob,
+        reason=reason,
+        final_text=f"Thought: {ANSWER_THOUGHT}\n{final_answer(prob, reason)}",
+        policy=f"demo(calls={k})",
+    )
