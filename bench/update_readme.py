@@ -301,18 +301,27 @@ def _align_quality(r: dict) -> str:
     return out + _align_reading(r) + _align_variants(r)
 
 
+VARIANT_SPLITS = {
+    "unseen": "unseen families",
+    "validation": "validation families",
+    "validation_natural": "validation families (specs as written)",
+    "validation_masked": "validation families (masked)",
+}
+
+
 def _align_variants(r: dict) -> str:
     """The tool_use variants tried so far (bench/align_variants.py), a line each, in words."""
     lines = []
     for v in r.get("variants", []):
         figs = []
-        for where in ("unseen", "validation"):
+        for where, label in VARIANT_SPLITS.items():
             for model in ("sft", "dpo"):
                 block = v.get(f"{where}_{model}") or {}
-                ast = block.get("ast_accuracy")
-                value = ast.get("value") if isinstance(ast, dict) else ast
-                if value is not None:
-                    figs.append(f"{model} AST {value:.2f} on {where} families")
+                for key, short in (("ast_accuracy", "AST"), ("irrelevance_accuracy", "irrelevance")):
+                    fig = block.get(key)
+                    value = fig.get("value") if isinstance(fig, dict) else fig
+                    if value is not None and (key == "ast_accuracy" or where.startswith("validation_")):
+                        figs.append(f"{model} {short} {value:.2f} on {label}")
         gate = v.get("gate") or {}
         if gate.get("applied"):
             figs.append(f"the gate kept {gate['kept']} ({gate['dpo_minus_sft']:+.3f})")
