@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def make_engine(url: str) -> Engine:
         # busy_timeout first: switching to WAL itself needs a lock another process may hold.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         # WAL: readers never block the writer, and a SIGKILLed writer leaves no hot journal.
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # NORMAL is durable against process crashes in WAL mode; only a power cut can drop
         # the last commits. FULL would fsync every episode row for no gain here.
         cursor.execute("PRAGMA synchronous = NORMAL")
@@ -74,3 +76,24 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """`PRAGMA journal_mode = WAL`, retried while another process holds the lock.
+
+    The switch needs the database to itself, and SQLite can answer "database is locked" at once
+    instead of waiting in busy_timeout: in the suite, five processes opening one fresh file
+    together lost the race now and then (test_concurrent_writers_lose_nothing_even_when_one_is_killed
+    failed once in a fresh-clone run under load). Once a file is in WAL mode the pragma is a no-op.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
