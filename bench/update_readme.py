@@ -346,6 +346,11 @@ def _align_reading(r: dict) -> str:
         worse = r.get("dpo_vs_sft", {}).get("worse_beyond_ci")
         if worse:
             text += f", and is worse than SFT beyond its CI on {', '.join(worse)}"
+        if h["dpo"] == h["sft"]:
+            text += (
+                " — the dpo row equals SFT's because the DPO gate (validation families) kept the SFT "
+                "adapter: DPO scored lower there"
+            )
         notes.append(text + ".")
     if "meetings" in r:
         b = r["meetings"]
