@@ -130,8 +130,6 @@ def _trial_overhead(r: dict) -> str:
 
 def _tune_compare(r: dict) -> str:
     """`bench/tune_compare.py`: every tuner against the tabular benchmark of real trainings."""
-    if r.get("meta", {}).get("mode") != "tabular":
-        return _tune_confirm(r)
     m, n_keys = r["meta"], [k for k in r if re.fullmatch(r"N\d+", k)]
     arms = list(r[n_keys[-1]])
 
@@ -175,43 +173,47 @@ def _tune_compare(r: dict) -> str:
 
 
 def _tune_confirm(r: dict) -> str:
-    """`bench/tune_compare.py --real`: every trial trained for real (few seeds)."""
-    n_keys = [k for k in r if k.startswith("N")]
+    """`bench/tune_compare.py --real`: the tabular run's conclusion checked on real trainings."""
+    n_keys = [k for k in r if re.fullmatch(r"N\d+", k)]
+    arms = list(r["test"])
     head = (
         "| tuner | "
         + " | ".join(f"best val loss {k} (95% CI)" for k in n_keys)
-        + " | test loss of winner |\n"
+        + " | test loss of winner (95% CI) |\n"
     )
-    rows = ""
-    for t in ("agents", "random", "tpe", "hybrid"):
-        cells = [f"{r[k][t]['mean']:.4f} [{r[k][t]['ci'][0]:.4f}, {r[k][t]['ci'][1]:.4f}]" for k in n_keys]
-        rows += f"| {t} | " + " | ".join(cells) + f" | {r['test'][t]['mean']:.4f} |\n"
+
+    def cell(x: dict) -> str:
+        return f"{x['mean']:.4f} [{x['ci'][0]:.4f}, {x['ci'][1]:.4f}]"
+
+    rows = "".join(
+        f"| {t} | " + " | ".join(cell(r[k][t]) for k in n_keys) + f" | {cell(r['test'][t])} |\n" for t in arms
+    )
     m = r["meta"]
-    goal = m["best_of_agents_hybrid_at_or_below_tpe"]
+    goal = m["best_agent_based_at_or_below_tpe"]
     verdict = "; ".join(
-        f"at {k} the better of agents and hybrid is {'at or below' if ok else 'above'} TPE"
-        for k, ok in goal.items()
+        f"at {k} the best agent-based arm is {'at or below' if ok else 'above'} TPE" for k, ok in goal.items()
     )
-    test_best = min(r["test"], key=lambda t: r["test"][t]["mean"])
     last = n_keys[-1]
-    ours = min(("agents", "hybrid"), key=lambda t: r[last][t]["mean"])
+    ours = min((t for t in arms if t != "tpe"), key=lambda t: r[last][t]["mean"])
     (lo, hi), (tlo, thi) = r[last][ours]["ci"], r[last]["tpe"]["ci"]
     separation = f"At {last} the 95% CIs of {ours} and TPE " + (
-        "overlap, so this budget does not tell them apart" if lo <= thi and tlo <= hi else "do not overlap"
+        "overlap, so real training at this many seeds does not tell them apart"
+        if lo <= thi and tlo <= hi
+        else "do not overlap"
     )
+    test_best = min(arms, key=lambda t: r["test"][t]["mean"])
     return (
-        f"**Tuner comparison** (`{m['command']}`): {m['model']}, {m['seeds']} seeds, "
-        f"{m['budget']} trainings per tuner and seed of {m['steps_per_training']} optimizer steps each, "
-        f"agents on the {m['agents_backend']} backend. Every tuner selects on the same "
-        f"{m['val_rows']} validation rows; each winner is scored once on {m['test_rows']} test rows "
+        f"**Tuner comparison on real training** (`{m['command']}`): {m['model']}, {m['seeds']} seeds, "
+        f"{m['budget']} real trainings per tuner and seed of {m['steps_per_training']} optimizer steps each "
+        f"(the table's budget), agents on the {m['agents_backend']} backend. Every tuner selects on the "
+        f"same {m['val_rows']} validation rows; each winner is scored once on {m['test_rows']} test rows "
         "that no tuner saw.\n\n"
         + head
         + "|---" * (len(n_keys) + 2)
         + "|\n"
         + rows
-        + f"\nGoal (best of agents and hybrid at or below TPE): {verdict}. "
-        f"{separation}. Lowest mean test loss of the winners: {test_best}.\n"
-        + _tune_winners(r.get("winners"))
+        + f"\n{verdict[0].upper() + verdict[1:]}. {separation}. Lowest mean test loss of the winners: "
+        f"{test_best}.\n" + _tune_winners(r.get("winners"))
     )
 
 
@@ -396,6 +398,7 @@ FORMATTERS = {
     "gpu_throughput": _gpu_throughput,
     "trial_overhead": _trial_overhead,
     "tune_compare": _tune_compare,
+    "tune_confirm": _tune_confirm,
     "seal_inner": _seal_inner,
     "seal_knowledge": _seal_knowledge,
 }
