@@ -230,7 +230,12 @@ def train_sft(
 
 def _adapter_meta(cfg: AlignConfig, kind: str) -> dict[str, Any]:
     """What `posttrain eval` and `chat --tools` need to prompt the adapter the way it was trained."""
-    return {"kind": f"align-{kind}", "task": cfg.task, "compact_prompt": cfg.data.compact_prompt}
+    return {
+        "kind": f"align-{kind}",
+        "task": cfg.task,
+        "compact_prompt": cfg.data.compact_prompt,
+        "tool_format": cfg.data.tool_format,
+    }
 
 
 # --------------------------------------------------------------------------- 2. trajectories

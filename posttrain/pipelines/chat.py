@@ -14,7 +14,7 @@ from rich.markup import escape
 from posttrain.errors import DataError, PosttrainError
 from posttrain.inference import generate_batch
 from posttrain.models import DEFAULT_MODEL, load_for_inference
-from posttrain.rundir import adapter_base_model, adapter_meta
+from posttrain.rundir import adapter_base_model, adapter_meta, refuse_chat_template_tools
 from posttrain.tasks.loader import read_records
 
 
@@ -109,6 +109,8 @@ def run_chat(
         from posttrain.toolcall import load_tools
 
         user_tools = load_tools(tools)  # a bad file fails here, before the model loads
+    if tools is not None:
+        refuse_chat_template_tools(adapter, "posttrain chat --tools")
     llm, tok = load_for_inference(_base_for(model, adapter), adapter)
     if tools is not None:
         with _tool_registry(user_tools) as (registry, label, default_system):

@@ -20,10 +20,11 @@ from posttrain.errors import PosttrainError
 from posttrain.inference import generator
 from posttrain.models import DEFAULT_MODEL, load_for_inference
 from posttrain.report import eval_tables
-from posttrain.rundir import adapter_meta
+from posttrain.rundir import adapter_meta, adapter_tool_format
 from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
+from posttrain.tasks.tool_use.chat_format import chat_tool_format
 from posttrain.tasks.tool_use.user_eval import read_eval_items, user_eval_conversations, user_eval_figures
 
 SPLITS = {
@@ -80,7 +81,7 @@ def run_eval(
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     compact = compact_prompt if compact_prompt is not None else bool(meta.get("compact_prompt", True))
 
-    align = align_task(task)
+    align = align_task(task, adapter_tool_format(adapter), spec) if task == "tool_use" else align_task(task)
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
@@ -139,8 +140,9 @@ def run_eval_data(
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     llm, tok = load_for_inference(spec, adapter)
-    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items))
-    figures, records = user_eval_figures(replies, items)
+    fmt = chat_tool_format(tok, spec) if adapter_tool_format(adapter) == "chat_template" else None
+    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items, fmt))
+    figures, records = user_eval_figures(replies, items, fmt)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
     out: dict[str, Any] = {

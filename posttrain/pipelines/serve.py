@@ -59,6 +59,7 @@ from posttrain.pipelines.serve_schema import APIError, ChatRequest, validation_e
 from posttrain.pipelines.serve_service import ChatService, Plan, unknown_model
 from posttrain.pipelines.serve_stream import completion_chunks, sse_response
 from posttrain.pipelines.serve_tools import ToolPrompt
+from posttrain.rundir import refuse_chat_template_tools
 
 # ---------------------------------------------------------------- the app
 
@@ -250,6 +251,7 @@ def run_serve(
         raise PosttrainError(f"--tool-prompt must be compact or full, got '{tool_prompt}'")
     if max_queue < 0:
         raise PosttrainError(f"--max-queue must be 0 or more, got {max_queue}")
+    refuse_chat_template_tools(adapter, "posttrain serve")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second
     try:
         import uvicorn

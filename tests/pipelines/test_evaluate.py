@@ -153,3 +153,44 @@ def test_eval_cli_bad_row_exits_2_naming_line_and_field_and_writes_nothing(tiny_
     assert "Traceback" not in out.stderr and not (tmp_path / "eval.json").exists()
     with pytest.raises(PosttrainError, match="--data is for --task tool_use"):
         run_eval("meetings", None, None, data=tmp_path / "items.jsonl")
+
+
+def _chat_template_adapter(tiny_spec: str, tmp_path):
+    """A LoRA adapter on a copy of tiny-random whose chat template renders tools, noted as trained
+    with `data.tool_format: chat_template` (what `posttrain align` writes for such a run)."""
+    import shutil
+
+    from peft import get_peft_model
+
+    from posttrain.models import load_model, lora_config, resolve
+    from posttrain.rundir import save_adapter
+    from tests.tasks.tool_use.test_chat_format import QWEN_TEMPLATE
+
+    model = tmp_path / "qwen-templated"
+    shutil.copytree(resolve(tiny_spec), model)
+    (model / "chat_template.jinja").write_text(QWEN_TEMPLATE)
+    base, _ = load_model(str(model))
+    meta = {"kind": "align-sft", "task": "tool_use", "compact_prompt": True, "tool_format": "chat_template"}
+    return save_adapter(get_peft_model(base, lora_config(4, 8, 0.0)), tmp_path / "adapter", str(model), meta)
+
+
+def test_an_adapter_trained_in_the_chat_template_format_is_scored_in_it_and_refused_by_serve_and_chat(
+    tiny_spec, tmp_path
+):
+    from posttrain.pipelines.chat import run_chat
+    from posttrain.pipelines.serve import run_serve
+
+    adapter = _chat_template_adapter(tiny_spec, tmp_path)
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    out = run_eval("tool_use", None, adapter, data=tmp_path / "items.jsonl", tools=tmp_path / "tools.json",
+                   max_new_tokens=4, output=tmp_path / "eval.json")  # fmt: skip
+    figs = out["figures"]
+    # The chat-template format has no Thought, so that figure counts nothing; Thought→Action counts every row.
+    assert figs["thought_prefix_rate_n"] == 0 and figs["format_validity_n"] == 3
+    records = json.loads((tmp_path / "eval.json").read_text())["records"]
+    assert all(isinstance(r["reply"], str) for r in records)
+    with pytest.raises(PosttrainError, match="data.tool_format=chat_template.*posttrain serve"):
+        run_serve(None, adapter, port=0)
+    with pytest.raises(PosttrainError, match="data.tool_format=chat_template.*posttrain chat --tools"):
+        run_chat(None, adapter, 4, None, tools="tool_use")
