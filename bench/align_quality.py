@@ -63,7 +63,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
             "pairs.synthetic=24",
             "pairs.on_policy=8",
             "dpo.train.max_steps=12",
-            "evaluation.scenarios=32",
+            "evaluation.scenarios=64",
         ],
     },
     # A pipeline check on tiny-random: every stage runs, the numbers mean nothing.
@@ -179,15 +179,17 @@ TASK_BLOCKS = {"tool_use": ("tool_use", "react", "dpo_vs_sft"), "meetings": ("me
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the tasks asked for; the blocks of a task not run this time (and `variants`, see
-    bench/align_variants.py) stay as the file had them, each task with its own meta entry."""
+    """Run the tasks asked for; the blocks of a task not run this time (and `variants` and
+    `meetings_variants`, see bench/align_variants.py and bench/meetings_direct_variants.py) stay as
+    the file had them, each task with its own meta entry."""
     command = "python bench/align_quality.py " + shlex.join(sys.argv[1:])
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     result: dict[str, Any] = {
         k: v for t, keys in TASK_BLOCKS.items() if t not in args.tasks for k, v in old.items() if k in keys
     }
-    if "variants" in old:
-        result["variants"] = old["variants"]
+    for key in ("variants", "meetings_variants"):  # records of quick variant runs outlive a bench run
+        if key in old:
+            result[key] = old[key]
     meta: dict[str, Any] = {
         "model": args.model,
         "budget": args.budget,

@@ -165,7 +165,7 @@ def save_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- SFT rows
 
 SFT_INSTRUCTION = (
-    '\nWill this meeting succeed? Reply as Final Answer: {"probability": <0-1>, "reason": "<reason>"}'
+    '\nWill this meeting succeed? Reply as Final Answer: {"reason": "<reason>", "probability": <0-1>}'
 )
 
 

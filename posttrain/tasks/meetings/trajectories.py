@@ -34,7 +34,7 @@ from posttrain.tasks.meetings.tools import ExecutedCall, execute_call
 
 AGENT_INSTRUCTION = (
     "Use the tools get_profile, get_schedule_context and topic_overlap (1 to 3 calls), then reply "
-    'Final Answer: {"probability": <0-1>, "reason": "<reason>"}.'
+    'Final Answer: {"reason": "<reason>", "probability": <0-1>}.'
 )
 
 
@@ -47,7 +47,14 @@ def agent_prompt(scenario: Scenario) -> str:
 
 
 def final_answer(probability: float, reason: str) -> str:
-    return "Final Answer: " + json.dumps({"probability": round(probability, 2), "reason": reason})
+    """The answer with the reason FIRST. A reason names the term that decided the side (a helping
+    term for success, a hurting one for failure), so writing it commits the model to a side in
+    words before any digit. Probability first, greedy decoding picked the commonest first digit:
+    targets cluster near 0 and 1 and "0.0" is the mode, so SFT'd smollm2-135m answered 0.0 on
+    every held-out scenario (accuracy 0.48 = the minority rate, n=200). Reason first, with 3 SFT
+    epochs instead of 1, its answers followed the input: accuracy 0.585 (n=200; the variants are in
+    bench/results/align_quality.json -> meetings_variants)."""
+    return "Final Answer: " + json.dumps({"reason": reason, "probability": round(probability, 2)})
 
 
 @dataclass

@@ -15,8 +15,8 @@ from posttrain.tasks.episodes import run_react_each
 from posttrain.toolcall import format_call, format_final
 
 CALL = format_call("Who is A?", "get_profile", {"person": "A"})
-ANSWER = format_final("Done.", '{"probability": 0.3, "reason": "fatigue"}')
-FORCED_REPLY = '0.8, "reason": "high energy"}'
+ANSWER = format_final("Done.", '{"reason": "fatigue", "probability": 0.3}')
+FORCED_REPLY = 'high energy", "probability": 0.8}'
 PREFILL = {"role": "assistant", "content": mt.FORCED_PREFIX}
 SYSTEM = mt.meetings_system_prompt(compact=True)
 
@@ -64,7 +64,7 @@ def test_the_cap_forces_an_answer_only_where_the_episode_ran_out_of_turns():
     assert len(caller.tool_calls) == 2 and ep_c.status == "final"
     assert caller.probability == 0.8 and caller.reason == "high energy"
     assert caller.meta["forced"] is True
-    assert caller.final_text == f"{mt.FORCED_PREFIX} {FORCED_REPLY}"
+    assert caller.final_text == mt.FORCED_PREFIX + FORCED_REPLY
     forced_batch = script.batches[-1]
     assert len(forced_batch) == 1  # only the episode still running
     assert forced_batch[0][-1] == {"role": "assistant", "content": mt.FORCED_PREFIX}
