@@ -301,6 +301,9 @@ def main(args: argparse.Namespace) -> dict:
         "naive_f1": naive["f1"],
         "batched": run_batched(args.model, args),
     }
+    # Records of earlier comparisons (e.g. before_after_one_house) are kept beside the new run.
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    out |= {k: v for k, v in earlier.items() if k not in out}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

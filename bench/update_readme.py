@@ -70,7 +70,7 @@ def _gpu_throughput(r: dict) -> str:
     )
 
 
-def _seal_knowledge(r: dict) -> str:
+def _seal_conditions(r: dict) -> str:
     conditions = (
         "base",
         "passage_only",
@@ -86,7 +86,8 @@ def _seal_knowledge(r: dict) -> str:
         if c in r
     )
     return (
-        f"**SEAL knowledge incorporation** (`python bench/seal_knowledge.py`): {r['model']}, "
+        f"**SEAL knowledge incorporation** (`{r.get('command', 'python bench/seal_knowledge.py')}`): "
+        f"{r['model']}, "
         f"{r['n_passages']} held-out passages, {r['n_questions']} questions asked without the passage.\n\n"
         "| condition | F1 | EM | 95% CI (F1) |\n|---|---|---|---|\n"
         + rows
@@ -105,13 +106,63 @@ def _seal_knowledge(r: dict) -> str:
     )
 
 
+def _seal_knowledge(r: dict) -> str:
+    return _seal_conditions(r) + _seal_implant(r.get("implant_variants", []))
+
+
+def _seal_implant(variants: list[dict]) -> str:
+    """What the passage-only inner update implants, per training-text variant (bench/seal_implant.py)."""
+    if not variants:
+        return ""
+    rows = "".join(
+        f"| {v['variant']} | {v['epochs']:g} | {v['f1']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | "
+        f"{v['em']:.3f} | {v['n_questions']} | `{v['command']}` |\n"
+        for v in variants
+    )
+    return (
+        "\nInner update alone, passage only, by training text (fictional passages, questions asked "
+        "without the passage; `qa_oracle` trains on the evaluation questions themselves, an upper bound "
+        "for the LoRA update, never a condition):\n\n"
+        "| training text | inner epochs | F1 (95% CI) | EM | questions | command |\n"
+        "|---|---|---|---|---|---|\n" + rows
+    )
+
+
 def _seal_inner(r: dict) -> str:
     return (
         f"**SEAL inner loop** (`python bench/seal_inner.py`): one self-edit (adapt + eval), {r['model']}, "
         f"{r['steps_per_edit']} steps at batch 1; ours = resident base + in-place LoRA reset + lean loop, "
         "official = a new get_peft_model and a new HF Trainer per edit.\n\n"
         "| ours s/edit | official s/edit | speedup |\n|---|---|---|\n"
-        f"| {r['ours_s']} | {r['naive_s']} | {r['speedup']} |\n"
+        f"| {r['ours_s']} | {r['naive_s']} | {r['speedup']} |\n" + _seal_batched(r.get("batched"))
+    )
+
+
+def _seal_batched(b: dict | None) -> str:
+    """The E-step's question: self-edit evaluations per minute, K updates trained together or not."""
+    if not b:
+        return ""
+    one, together = b["one_at_a_time"], b["together"]
+    return (
+        f"\nSelf-edit evaluations per minute, {b['k']} self-edits (one per passage) scored one at a time "
+        f"(`inner.batch_updates: 1`) against their {b['k']} LoRA updates trained together in one batched "
+        f"pass (`inner.batch_updates: {b['k']}`), then each evaluated; {b['rounds']} interleaved rounds, "
+        "median (min–max) seconds for all K; losses agree to "
+        f"{b['max_loss_diff']:.1e}.\n\n"
+        "| one at a time s | together s | evals/min one at a time | evals/min together | speedup | "
+        "training-only speedup |\n|---|---|---|---|---|---|\n"
+        f"| {one['median_s']} ({one['min_s']}–{one['max_s']}) | {together['median_s']} "
+        f"({together['min_s']}–{together['max_s']}) | {b['evals_per_min_one_at_a_time']} | "
+        f"{b['evals_per_min_together']} | {b['speedup']} | {b['train_speedup']} |\n"
+        + (
+            "\nOn one CPU thread batching does not pay: K sequences are K times one's arithmetic, one "
+            "thread has no idle compute for a batch to fill, and only the per-step overhead (optimizer, "
+            "Python) is shared, which the measured ratio shows is smaller than the batched pass's own cost. "
+            "`inner.batch_updates` stays 1 by default; it is for accelerators, where one sequence leaves "
+            "the device idle.\n"
+            if b["speedup"] < 1.2
+            else ""
+        )
     )
 
 
@@ -272,12 +323,23 @@ MEETINGS_KEYS = (
 )
 
 
-def _align_quality(r: dict) -> str:
+def _task_meta(r: dict) -> dict[str, dict]:
+    """Each task's run record: the latest run's meta, or the one it kept for a task it did not run."""
     m = r["meta"]
+    found = {t: m for t in m.get("runtime_s", {})}
+    for task, earlier in m.get("earlier_runs", {}).items():
+        found.setdefault(task, earlier)
+    return found
+
+
+def _align_quality(r: dict) -> str:
+    runs = "; ".join(
+        f"{task}: `{m['command']}` ({m['model']}, budget {m['budget']}, {m['date']})"
+        for task, m in sorted(_task_meta(r).items(), reverse=True)
+    )
     out = (
-        f"**Align quality** (`{m['command']}`): {m['model']}, budget {m['budget']}, held-out data "
-        "(evaluation seed 1000, never trained or tuned on); mean [bootstrap 95% CI], n = scored turns "
-        "(tool_use) or scenarios (meetings).\n\n"
+        f"**Align quality** ({runs}): held-out data (evaluation seed 1000, never trained or tuned on); "
+        "mean [bootstrap 95% CI], n = scored turns (tool_use) or scenarios (meetings).\n\n"
     )
     tables = [
         ("tool_use", "heldout_families", "tool_use, tool families never trained on (headline)", POOL_KEYS),
@@ -300,7 +362,28 @@ def _align_quality(r: dict) -> str:
         out += (
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
-    return out + _align_reading(r) + _align_variants(r)
+    return out + _align_reading(r) + _align_variants(r) + _meetings_variants(r)
+
+
+def _meetings_variants(r: dict) -> str:
+    """The meetings direct-predictor variants (bench/meetings_direct_variants.py), a line each."""
+    lines = []
+    for v in r.get("meetings_variants", []):
+        st, acc = v["settings"], v["accuracy"]
+        ci = f" [{acc['ci'][0]:.2f}, {acc['ci'][1]:.2f}]" if acc.get("ci") else ""
+        card = v.get("scorecard_term_accuracy")
+        lines.append(
+            f"- `{v['run']}` ({st['fmt']}, {st['rows']} rows, {st['epochs']:g} epochs, {st['steps']} steps): "
+            f"accuracy {acc['value']:.3f}{ci} (n={acc['n']}), Brier {v['brier']['value']:.3f}"
+            + (f", scorecard terms right {card:.2f}" if card is not None else "")
+            + f". {v.get('note', '')}".rstrip()
+        )
+    if not lines:
+        return ""
+    return (
+        "\nmeetings direct-predictor variants, held-out scenarios "
+        "(`bench/results/align_quality.json` → meetings_variants):\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 VARIANT_SPLITS = {
@@ -359,11 +442,21 @@ def _align_reading(r: dict) -> str:
         side = "above" if b["sft_accuracy"] > b["majority_baseline"] else "not above"
         calls = [b.get(f"{m}_agent_mean_tool_calls", 0.0) for m in ("sft", "dpo")]
         parsed = [b.get(f"{m}_agent_parse_rate", 0.0) for m in ("sft", "dpo")]
+        (lo, _), (_, maj_hi) = b["sft_accuracy_ci"], b["majority_baseline_ci"]
+        briers = [b.get(f"{m}_agent_brier") for m in ("sft", "dpo")]
         notes.append(
             f"Meetings: the SFT predictor ({b['sft_accuracy']:.2f}) is {side} the majority baseline "
-            f"({b['majority_baseline']:.2f}); the tool-using agents make {calls[0]:.1f} (SFT) and "
+            f"({b['majority_baseline']:.2f})"
+            + (", but their CIs overlap" if lo <= maj_hi else "")
+            + f"; the tool-using agents make {calls[0]:.1f} (SFT) and "
             f"{calls[1]:.1f} (DPO) tool calls on average and end with a parsable probability in "
-            f"{parsed[0]:.0%} and {parsed[1]:.0%} of scenarios."
+            f"{parsed[0]:.0%} and {parsed[1]:.0%} of scenarios"
+            + (
+                f"; their Brier scores ({briers[0]:.2f}, {briers[1]:.2f}) are worse than a constant 0.5's "
+                "(0.25): the answers are confident and often on the wrong side."
+                if None not in briers and min(briers) > 0.25
+                else "."
+            )
         )
     return ("\n" + " ".join(notes) + "\n") if notes else ""
 
