@@ -51,9 +51,9 @@ def final_answer(probability: float, reason: str) -> str:
     term for success, a hurting one for failure), so writing it commits the model to a side in
     words before any digit. Probability first, greedy decoding picked the commonest first digit:
     targets cluster near 0 and 1 and "0.0" is the mode, so SFT'd smollm2-135m answered 0.0 on
-    every held-out scenario (accuracy 0.48 = the minority rate, n=200). Reason first, with 3 SFT
-    epochs instead of 1, its answers followed the input: accuracy 0.585 (n=200; the variants are in
-    bench/results/align_quality.json -> meetings_variants)."""
+    every held-out scenario (accuracy 0.48 = the minority rate, n=200), at 1 SFT epoch and at 3.
+    Reason first at 3 epochs, its answers followed the input: accuracy 0.585 (n=200; the variants
+    are in bench/results/align_quality.json -> meetings_variants)."""
     return "Final Answer: " + json.dumps({"reason": reason, "probability": round(probability, 2)})
 
 
