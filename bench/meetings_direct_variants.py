@@ -56,10 +56,12 @@ def scorecard(scenario: Any) -> str:
 
 
 def completion(scenario: Any, fmt: str) -> str:
-    prob, reason = round(scenario.clean_prob, 2), scenario.reason
+    from posttrain.tasks.meetings import final_answer
+
     if fmt == "rfirst":
-        return "Final Answer: " + json.dumps({"reason": reason, "probability": prob})
-    plain = "Final Answer: " + json.dumps({"probability": prob, "reason": reason})
+        return final_answer(scenario.clean_prob, scenario.reason)
+    answer = {"probability": round(scenario.clean_prob, 2), "reason": scenario.reason}
+    plain = "Final Answer: " + json.dumps(answer)  # the first release's order
     return f"{scorecard(scenario)}\n{plain}" if fmt == "card" else plain
 
 
@@ -79,9 +81,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from posttrain.inference import generator, merged
     from posttrain.models import ResidentModel
     from posttrain.pipelines.align import tokenize_conversation
-    from posttrain.tasks.meetings import generate_scenarios, input_text, parse_prediction
+    from posttrain.tasks.meetings import (
+        generate_scenarios,
+        input_text,
+        meetings_metrics,
+        meetings_references,
+        parse_prediction,
+    )
     from posttrain.tasks.meetings.data import SFT_INSTRUCTION
-    from posttrain.tasks.metrics import figure
     from posttrain.train.args import SFTArgs
     from posttrain.train.sft import sft_train
 
@@ -107,19 +114,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with merged(model):
         texts = generator(model, tok, 96 if args.fmt == "card" else 40, 20)([ask(s) for s in held])
     preds = [p[0] if (p := parse_prediction(t)) else None for t in texts]
-    figs = {
-        "accuracy": figure(
-            [p is not None and int(p > 0.5) == s.outcome for p, s in zip(preds, held, strict=True)]
-        ),
-        "brier": figure(
-            [((0.5 if p is None else p) - s.outcome) ** 2 for p, s in zip(preds, held, strict=True)]
-        ),
-        "parse_rate": figure([p is not None for p in preds]),
-        "majority_baseline": figure(
-            [s.outcome == int(2 * sum(x.outcome for x in train) >= len(train)) for s in held]
-        ),
-        "oracle_accuracy": figure([int(s.clean_prob > 0.5) == s.outcome for s in held]),
-    }
+    figs = meetings_metrics(preds, held) | meetings_references([s.outcome for s in train], held)
     record: dict[str, Any] = {
         "run": args.name,
         "settings": {

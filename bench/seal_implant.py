@@ -70,30 +70,27 @@ def training_rows(variant: str, passage, tokenizer) -> list[dict]:
 
 
 def run_variant(inner, tokenizer, passages, variant: str) -> dict:
+    """Each passage's questions answered after its own update, then graded together."""
     from posttrain.inference import generate_batch
     from posttrain.tasks import knowledge
-    from posttrain.tasks.metrics import bootstrap_ci
 
     start = time.perf_counter()
-    per_question = []
+    predictions: list[str] = []
     for i, passage in enumerate(passages):
         inner.adapt(training_rows(variant, passage, tokenizer), seed=i)
-
-        def predict(prompts: list) -> list[str]:
-            return generate_batch(inner.model, tokenizer, prompts, max_new_tokens=24, batch_size=len(prompts))
-
-        per_question += knowledge.evaluate(predict, [passage])["per_question"]
+        prompts = knowledge.qa_prompts([passage])
+        n = len(prompts)
+        predictions += generate_batch(inner.model, tokenizer, prompts, max_new_tokens=24, batch_size=n)
     inner.reset()
-    f1 = [q["f1"] for q in per_question]
-    lo, hi = bootstrap_ci(f1, seed=0)
+    graded = knowledge.grade(predictions, passages)
     return {
         "variant": variant,
-        "f1": round(sum(f1) / len(f1), 4),
-        "em": round(sum(q["em"] for q in per_question) / len(f1), 4),
-        "ci": [round(lo, 4), round(hi, 4)],
-        "n_questions": len(f1),
+        "f1": round(graded["f1"], 4),
+        "em": round(graded["em"], 4),
+        "ci": [round(x, 4) for x in graded["ci"]],
+        "n_questions": graded["n_questions"],
         "runtime_s": round(time.perf_counter() - start, 1),
-        "examples": [[q["question"], q["gold"][0], q["prediction"]] for q in per_question[:4]],
+        "examples": [[q["question"], q["gold"][0], q["prediction"]] for q in graded["per_question"][:4]],
     }
 
 
