@@ -62,12 +62,14 @@ def serve(
         str | None, typer.Option(help="Name clients send as `model` (default: adapter path, else --model).")
     ] = None,
     tool_prompt: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--tool-prompt",
-            help="How request tools reach the model: compact (what align and quickstart train on) or full.",
+            help="How request tools reach the model: compact (what align and quickstart train on), full, "
+            "or chat_template (apply_chat_template(tools=), <tool_call> replies). Default: the "
+            "adapter's own (chat_template for data.tool_format=chat_template adapters, else compact).",
         ),
-    ] = "compact",
+    ] = None,
     max_queue: Annotated[
         int,
         typer.Option(

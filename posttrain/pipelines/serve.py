@@ -22,7 +22,9 @@ it unchanged. What a caller must know:
   that fill the context alone are refused (400 `context_length_exceeded`, known only at the
   request's turn: the prompt is tokenized then, since the tokenizer is not shared).
 - Tools (`tools`, `tool_choice`): listed in the system prompt the adapter was trained on, the
-  reply parsed from the Thought→Action format into `tool_calls` (see `serve_tools`). "auto"
+  reply parsed from the Thought→Action format into `tool_calls` (see `serve_tools`); an adapter
+  trained in its chat template's tool format (`data.tool_format: chat_template`) is prompted with
+  `apply_chat_template(tools=...)` and its `<tool_call>` turns parsed instead. "auto"
   lets the model choose; "required" and a named tool force one call of an offered tool with
   constrained decoding; "none" never returns `tool_calls`. One call per turn
   (`parallel_tool_calls` is accepted and has no effect).
@@ -58,8 +60,8 @@ from posttrain.pipelines.serve_queue import DEFAULT_MAX_QUEUE, Admission, Client
 from posttrain.pipelines.serve_schema import APIError, ChatRequest, validation_error
 from posttrain.pipelines.serve_service import ChatService, Plan, unknown_model
 from posttrain.pipelines.serve_stream import completion_chunks, sse_response
-from posttrain.pipelines.serve_tools import ToolPrompt
-from posttrain.rundir import refuse_chat_template_tools
+from posttrain.pipelines.serve_tools import TOOL_PROMPTS, ToolPrompt
+from posttrain.rundir import adapter_tool_format
 
 # ---------------------------------------------------------------- the app
 
@@ -98,8 +100,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
-    `tool_prompt` is the system prompt tools are listed in: the one the adapter was trained on
-    ("compact" for `posttrain align` and the quickstart, "full" for `posttrain data tool-use`).
+    `tool_prompt` is how tools reach the model: the format the adapter was trained on ("compact"
+    for `posttrain align` and the quickstart, "full" for `posttrain data tool-use`, "chat_template"
+    for `data.tool_format: chat_template`; `serve_tool_prompt` picks it from the adapter).
 
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
@@ -231,27 +234,46 @@ def serve_in_thread(
         sock.close()
 
 
+def serve_tool_prompt(adapter: Path | None, asked: str | None) -> ToolPrompt:
+    """The tool format to serve: `asked`, else the adapter's own (`chat_template` for an adapter
+    trained with `data.tool_format: chat_template`, else `compact`). Asking a chat-template adapter
+    for a Thought→Action prompt is an error: it would be prompted in a format it never saw and its
+    calls never parsed. A base model or a Thought→Action adapter may be served in its chat
+    template's format (a base Qwen model calls tools that way)."""
+    if asked is not None and asked not in TOOL_PROMPTS:
+        raise PosttrainError(f"--tool-prompt must be one of {', '.join(TOOL_PROMPTS)}, got '{asked}'")
+    trained = adapter_tool_format(adapter)
+    if asked is None:
+        return "chat_template" if trained == "chat_template" else "compact"
+    if trained == "chat_template" and asked != "chat_template":
+        raise PosttrainError(
+            f"{adapter}: this adapter was trained with data.tool_format=chat_template; --tool-prompt "
+            f"{asked} would list tools in the Thought→Action format it never saw (leave --tool-prompt "
+            "out, or give chat_template)"
+        )
+    return asked  # type: ignore[return-value]  # checked against TOOL_PROMPTS above
+
+
 def run_serve(
     model: str | None,
     adapter: Path | None,
     host: str = "127.0.0.1",
     port: int = 8000,
     served_model_name: str | None = None,
-    tool_prompt: ToolPrompt = "compact",
+    tool_prompt: ToolPrompt | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
     The served name is `served_model_name`, else the adapter path as given, else the model spec;
     clients must send it as `model`. Binds before loading, so a taken port fails fast.
-    `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`);
-    `max_queue` requests may wait behind the one generating.
+    `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`;
+    None: `serve_tool_prompt` reads it from the adapter); `max_queue` requests may wait behind the
+    one generating.
     """
-    if tool_prompt not in ("compact", "full"):
-        raise PosttrainError(f"--tool-prompt must be compact or full, got '{tool_prompt}'")
+    tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if max_queue < 0:
         raise PosttrainError(f"--max-queue must be 0 or more, got {max_queue}")
-    refuse_chat_template_tools(adapter, "posttrain serve")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second
     try:
         import uvicorn

@@ -32,12 +32,14 @@ from posttrain.pipelines.serve_stream import Generation, TextStream, sse_respons
 from posttrain.pipelines.serve_tools import (
     OBSERVATION,
     ToolPrompt,
+    chat_template_messages,
     choice_name,
     forced_call_grammar,
     render_messages,
     reply_message,
     request_registry,
 )
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat, chat_tool_format
 from posttrain.toolcall import ToolRegistry
 
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
@@ -71,6 +73,8 @@ class ChatService:
 
     Building llguidance's view of the tokenizer (~0.5 s) happens here, once; a tokenizer it
     cannot read (not a fast tokenizer) still serves plain text and answers JSON requests 400.
+    `tool_prompt="chat_template"` needs a chat template that renders tools: ConfigError otherwise,
+    here, before any request.
     """
 
     def __init__(
@@ -78,6 +82,9 @@ class ChatService:
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.tool_prompt = tool_prompt
+        self.chat_format: ChatToolFormat | None = (
+            chat_tool_format(tokenizer, model_name) if tool_prompt == "chat_template" else None
+        )
         self.max_context = context_length(model)
         try:
             self.lltok, self.lltok_problem = grammar_tokenizer(tokenizer), ""
@@ -92,7 +99,7 @@ class ChatService:
     def grammar_for(self, req: ChatRequest, registry: ToolRegistry | None, choice: str) -> str | None:
         if registry is not None and choice in ("required", "named"):
             only = req.tool_choice.function.name if isinstance(req.tool_choice, NamedToolChoice) else None
-            return forced_call_grammar(registry, only, self._need_lltok("tool_choice"))
+            return forced_call_grammar(registry, only, self._need_lltok("tool_choice"), self.chat_format)
         fmt = req.response_format
         if fmt is None or fmt.type == "text":
             return None
@@ -139,14 +146,19 @@ class ChatService:
         registry, choice = request_registry(req), choice_name(req)
         grammar = self.grammar_for(req, registry, choice)
         seed = req.seed if req.seed is not None else secrets.randbits(63)
-        # A trained agent goes on to imagine the tool's answer; the client has the real one.
+        # A trained agent goes on to imagine the tool's answer; the client has the real one. (A chat
+        # template's call turn ends with its end-of-turn token, which stops sampling anyway.)
         stop = list(req.stop or [])  # the validator turns a string into a list; None stays None
-        if registry is not None and grammar is None:
+        if registry is not None and grammar is None and self.chat_format is None:
             stop.append(OBSERVATION)
+        if self.chat_format is not None:
+            messages = chat_template_messages(req.messages, registry, self.chat_format)
+        else:
+            messages = render_messages(req.messages, registry, self.tool_prompt)
         return Plan(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
-            messages=render_messages(req.messages, registry, self.tool_prompt),
+            messages=messages,
             wanted=req.max_completion_tokens or req.max_tokens,
             n=req.n or 1,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -202,7 +214,7 @@ class ChatService:
             message: dict[str, Any] = {"role": "assistant", "content": s.text, "refusal": None}
             finish: str | None = None
             if plan.registry is not None:
-                message, finish = reply_message(s.text, plan.registry, plan.choice)
+                message, finish = reply_message(s.text, plan.registry, plan.choice, self.chat_format)
             choice = {
                 "index": i,
                 "message": message,

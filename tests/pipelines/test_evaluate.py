@@ -174,11 +174,11 @@ def _chat_template_adapter(tiny_spec: str, tmp_path):
     return save_adapter(get_peft_model(base, lora_config(4, 8, 0.0)), tmp_path / "adapter", str(model), meta)
 
 
-def test_an_adapter_trained_in_the_chat_template_format_is_scored_in_it_and_refused_by_serve_and_chat(
+def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_it_and_refused_by_chat(
     tiny_spec, tmp_path
 ):
     from posttrain.pipelines.chat import run_chat
-    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve import serve_tool_prompt
 
     adapter = _chat_template_adapter(tiny_spec, tmp_path)
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
@@ -190,7 +190,6 @@ def test_an_adapter_trained_in_the_chat_template_format_is_scored_in_it_and_refu
     assert figs["thought_prefix_rate_n"] == 0 and figs["format_validity_n"] == 3
     records = json.loads((tmp_path / "eval.json").read_text())["records"]
     assert all(isinstance(r["reply"], str) for r in records)
-    with pytest.raises(PosttrainError, match="data.tool_format=chat_template.*posttrain serve"):
-        run_serve(None, adapter, port=0)
+    assert serve_tool_prompt(adapter, None) == "chat_template"  # serve prompts it with its template's tools
     with pytest.raises(PosttrainError, match="data.tool_format=chat_template.*posttrain chat --tools"):
         run_chat(None, adapter, 4, None, tools="tool_use")
