@@ -18,6 +18,13 @@ share of held-out answer pairs (same prompt, scores >= 1 apart) it ranks the rig
 
     python bench/rlhf_quality.py                  # smollm2-135m: writes bench/results/rlhf_quality.json
     python bench/rlhf_quality.py --model tiny-random --preset rlhf_test --threads 1 --out /tmp/x.json  # smoke
+    python bench/rlhf_quality.py --variant kl01 --set rl.kl_target=0.01   # recorded under "variants"
+
+A run with `--variant NAME` is an experiment: its figures go to the `variants` list of the
+results file (replacing an earlier variant of that name) and the headline figures stay as they
+are; a plain run replaces the headline and keeps the variants. A variant may reuse a finished
+run's SFT adapter and reward model (`--set sft.enabled=false --set sft.adapter=RUN/sft_adapter
+--set reward_model.path=RUN/reward_model`), so RL settings compare on the same starting point.
 
 The `rlhf` preset is sized for ~22-25 minutes on the 2-core CPU (per-step times in the
 preset's header). On a machine shared with other jobs, `--threads 1` is faster than two
@@ -77,6 +84,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", default=None, help="Keep the run directory here (default: a temp dir).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the JSON.")
+    parser.add_argument("--variant", default=None, help="Record as this named variant, not the headline.")
+    parser.add_argument("--note", default="", help="With --variant: what the variant changes and why.")
     return parser
 
 
@@ -119,9 +128,20 @@ def main(args: argparse.Namespace) -> dict:
         run_dir=summary.get("run_dir"),
         command=" ".join(["python", "bench/rlhf_quality.py", *map(shlex.quote, sys.argv[1:])]),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    record(args.out, result, args.variant, args.note)
     return result
+
+
+def record(out: Path, result: dict, variant: str | None, note: str = "") -> None:
+    """Write `result` as the headline of `out` (keeping its variants) or, named, as one variant."""
+    old = json.loads(out.read_text()) if out.exists() else {}
+    if variant is None:
+        merged = {**result, "variants": old.get("variants", [])}
+    else:
+        others = [v for v in old.get("variants", []) if v.get("variant") != variant]
+        merged = {**old, "variants": [*others, {"variant": variant, "note": note, **result}]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ def _seal_inner(r: dict) -> str:
         f"{r['steps_per_edit']} steps at batch 1; ours = resident base + in-place LoRA reset + lean loop, "
         "official = a new get_peft_model and a new HF Trainer per edit.\n\n"
         "| ours s/edit | official s/edit | speedup |\n|---|---|---|\n"
-        f"| {r['ours_s']} | {r['naive_s']} | {r['speedup']} |\n" + _seal_batched(r.get("batched"))
+        f"| {r['ours_s']} | {r['naive_s']} | {r.get('speedup_vs_official', r.get('speedup'))} |\n"
+        + _seal_batched(r.get("batched"))
     )
 
 
@@ -302,6 +303,27 @@ def _rlhf_quality(r: dict) -> str:
             else f" The dynamic KL controller did not hold the target (β ended at {r['beta_final']:.3g})."
         )
         + f" Command as run: `{r.get('command', 'python bench/rlhf_quality.py')}`.\n"
+        + _rlhf_variants(r.get("variants") or [])
+    )
+
+
+def _ci(ci: list[float]) -> str:
+    return f"{ci[0]:.4f}, {ci[1]:.4f}"
+
+
+def _rlhf_variants(variants: list[dict]) -> str:
+    if not variants:
+        return ""
+    rows = [
+        f"| {v['variant']} | {v['reward_gain']:.4f} [{_ci(v['reward_gain_ci'])}] "
+        f"| {v['kl_target']} | {v['kl_mean_after_warmup']:.3g} | {v['kl_within_band']} "
+        f"| {v['beta_final']:.3g} | {v.get('note', '')} |"
+        for v in variants
+    ]
+    return (
+        "\nVariants that led to the preset (each row's command is in the JSON):\n\n"
+        "| variant | gain (95% CI) | KL target | mean KL | in band | final β | what changed |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 
