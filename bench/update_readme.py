@@ -302,7 +302,9 @@ def _rlhf_quality(r: dict) -> str:
             if r["kl_within_band"]
             else f" The dynamic KL controller did not hold the target (β ended at {r['beta_final']:.3g})."
         )
-        + f" Command as run: `{r.get('command', 'python bench/rlhf_quality.py')}`.\n"
+        + f" Command as run: `{r.get('command', 'python bench/rlhf_quality.py')}`."
+        + (f" {r['note']}" if r.get("note") else "")
+        + "\n"
         + _rlhf_variants(r.get("variants") or [])
     )
 
