@@ -13,13 +13,14 @@ TRL's GRPO/RLOO trainers read `trainer.beta` every step; the pipeline sets it fr
 
 Scale, measured on smollm2-135m (bench/rlhf_quality.py, variants): GRPO's advantages are
 normalised to unit scale, while the KL term's gradient per token is about beta x |log ratio|
-(~0.15 beta at a KL of 0.02). Between beta 0.02 and 0.175 the mean KL after 80 steps stayed at
-0.0196 whatever the target, so beta binds only near 1. Starting at 0.05, the controller cannot
-get there within a short run at any horizon: while the policy still equals its reference (KL 0
-for the first steps) it lowers beta, the faster the shorter the horizon. Started at 1.0 it
-held a 0.01 target (mean KL 0.0069) but the reward gain fell from +0.040 to +0.010: a binding
-KL costs the gain on a short run. On such a budget set the target where the policy must go to
-learn, or start beta near its binding value and accept the smaller gain.
+(~0.2 beta at a KL of 0.02, since |log ratio| ~ sqrt(2 KL)). Between beta 0.02 and 0.175 the
+mean KL after 80 steps stayed at 0.0196 whatever the target, so beta binds only near 1.
+Starting at 0.05, the controller cannot get there within 80 steps at horizon 8 or 2: while the
+policy still equals its reference (KL 0 for the first steps) it lowers beta, the faster the
+shorter the horizon. Started at 1.0 it held a 0.01 target (mean KL 0.0069) but the reward gain
+fell from +0.040 to +0.010: a binding KL costs the gain on a short run. On such a budget set
+the target where the policy must go to learn, or start beta near its binding value and accept
+the smaller gain.
 """
 
 from __future__ import annotations
