@@ -13,7 +13,7 @@ from typing import Any
 from posttrain.errors import DataError
 from posttrain.tasks.meetings.reward import CalibratedReward, RewardBreakdown, calculate_reward
 from posttrain.tasks.meetings.scenario import Scenario, input_text
-from posttrain.tasks.meetings.trajectories import Trajectory, final_answer
+from posttrain.tasks.meetings.trajectories import ANSWER_SHAPE, Trajectory, final_answer
 
 # How a trajectory is scored: seed 002's `calculate_reward` or align's `calibrated_reward`.
 RewardFn = Callable[[Trajectory, Scenario], RewardBreakdown | CalibratedReward]
@@ -164,9 +164,7 @@ def save_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------- SFT rows
 
-SFT_INSTRUCTION = (
-    '\nWill this meeting succeed? Reply as Final Answer: {"reason": "<reason>", "probability": <0-1>}'
-)
+SFT_INSTRUCTION = f"\nWill this meeting succeed? Reply as {ANSWER_SHAPE}"
 
 
 def sft_rows(scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:

@@ -32,9 +32,11 @@ from posttrain.tasks.meetings.scenario import (
 )
 from posttrain.tasks.meetings.tools import ExecutedCall, execute_call
 
+# The answer's shape as the prompts ask for it, in `final_answer`'s key order (reason first).
+ANSWER_SHAPE = 'Final Answer: {"reason": "<reason>", "probability": <0-1>}'
 AGENT_INSTRUCTION = (
     "Use the tools get_profile, get_schedule_context and topic_overlap (1 to 3 calls), then reply "
-    'Final Answer: {"reason": "<reason>", "probability": <0-1>}.'
+    f"{ANSWER_SHAPE}."
 )
 
 
