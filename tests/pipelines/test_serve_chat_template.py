@@ -22,7 +22,7 @@ from posttrain.pipelines.serve_schema import ChatMessage
 from posttrain.pipelines.serve_service import ChatService
 from posttrain.pipelines.serve_tools import chat_call_layout, chat_template_messages, reply_message
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from tests.pipelines.test_serve_tools import ASK, TOOLS, assert_valid_call, registry
+from tests.pipelines.test_serve_tools import ASK, TOOLS, answered_call, assert_valid_call, registry
 from tests.tasks.tool_use.test_chat_format import QWEN_TEMPLATE
 
 NAME = "tiny-qwen-tools"
@@ -86,15 +86,7 @@ def test_the_prompt_is_the_templates_rendering_of_the_openai_history(
     _, tokenizer = served
     reply = chat(client, tools=TOOLS, seed=0, max_tokens=2)
     assert reply.usage.prompt_tokens == len(template_ids(tokenizer, ASK))
-    # the client sends the server's own call back with the tool's answer
-    first = chat(client, tools=TOOLS, tool_choice="required", seed=1).choices[0].message
-    call = first.tool_calls[0]
-    history = [
-        *ASK,
-        first.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "5"},
-    ]
-    again = chat(client, messages=history, tools=TOOLS, seed=0, max_tokens=2)
+    _, call, history, again = answered_call(chat, client)
     arguments = json.loads(call.function.arguments)
     function = {"name": call.function.name, "arguments": arguments}
     expected = [

@@ -192,6 +192,19 @@ def test_tool_history_renders_into_the_trained_turns() -> None:
     ]
 
 
+def answered_call(ask: Any, client: openai.OpenAI) -> tuple[Any, Any, list[dict[str, Any]], Any]:
+    """The client sends the server's own tool_calls message back with the tool's answer ("5"):
+    (that message, its call, the history sent, the reply to it). `ask` is the module's `chat`."""
+    first = ask(client, tools=TOOLS, tool_choice="required", seed=1).choices[0].message
+    call = first.tool_calls[0]
+    history = [
+        *ASK,
+        first.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "5"},
+    ]
+    return first, call, history, ask(client, messages=history, tools=TOOLS, seed=0, max_tokens=4)
+
+
 def test_server_prompts_with_the_rendered_history_and_round_trips_its_own_calls(
     client: openai.OpenAI, served: tuple
 ) -> None:
@@ -201,15 +214,7 @@ def test_server_prompts_with_the_rendered_history_and_round_trips_its_own_calls(
     reply = chat(client, messages=history(), tools=TOOLS, seed=0, max_tokens=4)
     assert reply.usage.prompt_tokens == len(expected)
 
-    # the client sends the server's own tool_calls message back with the tool's answer
-    first = chat(client, tools=TOOLS, tool_choice="required", seed=1).choices[0].message
-    call = first.tool_calls[0]
-    turn = [
-        *ASK,
-        first.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "5"},
-    ]
-    again = chat(client, messages=turn, tools=TOOLS, seed=0, max_tokens=4)
+    first, call, _, again = answered_call(chat, client)
     action = format_call(first.reasoning_content, call.function.name, json.loads(call.function.arguments))
     rendered = [{"role": "system", "content": compact_system_prompt(registry().schemas())}, *ASK]
     rendered += [{"role": "assistant", "content": action}, {"role": "user", "content": "Observation: 5"}]
