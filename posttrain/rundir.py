@@ -260,18 +260,6 @@ def adapter_tool_format(adapter: str | Path | None) -> str:
     return str(adapter_meta(adapter).get("tool_format", "react"))
 
 
-def refuse_chat_template_tools(adapter: str | Path | None, command: str) -> None:
-    """`serve` and `chat --tools` speak the Thought→Action format; an adapter that writes its chat
-    template's own tool calls would be prompted wrongly and its calls never parsed, so say so."""
-    if adapter_tool_format(adapter) == "chat_template":
-        raise PosttrainError(
-            f"{adapter}: this adapter was trained with data.tool_format=chat_template, and {command} "
-            "speaks the Thought→Action tool format only; `posttrain eval --task tool_use` scores it in "
-            "its own format, and a server that applies the model's chat template with tools "
-            "(vLLM, transformers serve) runs it, or retrain with data.tool_format=react"
-        )
-
-
 def adapter_base_model(adapter: str | Path) -> str | None:
     """The base model an adapter was trained on, from its note; None when it has none."""
     return adapter_meta(adapter).get("base_model")

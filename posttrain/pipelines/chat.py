@@ -14,8 +14,10 @@ from rich.markup import escape
 from posttrain.errors import DataError, PosttrainError
 from posttrain.inference import generate_batch
 from posttrain.models import DEFAULT_MODEL, load_for_inference
-from posttrain.rundir import adapter_base_model, adapter_meta, refuse_chat_template_tools
+from posttrain.rundir import adapter_base_model, adapter_meta, adapter_tool_format
 from posttrain.tasks.loader import read_records
+from posttrain.tasks.tool_use.chat_format import ChatToolFormat, call_message, chat_tool_format
+from posttrain.toolcall import Generate, Step, ToolRegistry
 
 
 def _base_for(model: str | None, adapter: Path | None) -> str:
@@ -100,6 +102,8 @@ def run_chat(
     search, calendar, unit_converter, weather) and prints each step as it happens; with a file
     of OpenAI function specs (`posttrain.toolcall.load_tools`) it runs the user's tools, each
     through its `entry_point` (`module:function`; a tool without one answers that it cannot run).
+    An adapter trained with `data.tool_format: chat_template` is prompted and parsed in its chat
+    template's own tool format instead (`_template_tool_chat`).
     """
     from rich.console import Console
 
@@ -109,14 +113,22 @@ def run_chat(
         from posttrain.toolcall import load_tools
 
         user_tools = load_tools(tools)  # a bad file fails here, before the model loads
+    base = _base_for(model, adapter)
+    llm, tok = load_for_inference(base, adapter)
     if tools is not None:
-        refuse_chat_template_tools(adapter, "posttrain chat --tools")
-    llm, tok = load_for_inference(_base_for(model, adapter), adapter)
-    if tools is not None:
+        from posttrain.inference import generator
+
+        generate = generator(llm, tok, max_new_tokens, batch_size=1)
         with _tool_registry(user_tools) as (registry, label, default_system):
-            compact = _prompt_variant(adapter)
-            prompt = system or default_system(compact)
-            _tool_chat(console, llm, tok, registry, label, prompt, max_new_tokens, max_steps)
+            names = ", ".join(registry)
+            console.print(f"[dim]posttrain chat with {escape(label)} ({names}): /reset, /quit[/]")
+            if adapter_tool_format(adapter) == "chat_template":
+                fmt = chat_tool_format(tok, base)  # a template that ignores tools fails here
+                start = [{"role": "system", "content": system}] if system else []
+                _template_tool_chat(console, generate, fmt, registry, start, max_steps)
+            else:
+                prompt = system or default_system(_prompt_variant(adapter))
+                _tool_chat(console, generate, registry, prompt, max_steps)
         return
     history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     start = list(history)
@@ -176,23 +188,11 @@ def _tool_registry(user_tools: list[Any] | None) -> Iterator[tuple[Any, str, Any
         )
 
 
-def _tool_chat(
-    console: Any,
-    llm: Any,
-    tok: Any,
-    registry: Any,
-    label: str,
-    system: str,
-    max_new_tokens: int,
-    max_steps: int,
-) -> None:
-    from posttrain.inference import generator
+def _tool_chat(console: Any, generate: Generate, registry: ToolRegistry, system: str, max_steps: int) -> None:
     from posttrain.toolcall import run_react
 
-    generate = generator(llm, tok, max_new_tokens, batch_size=1)
     start = [{"role": "system", "content": system}]
     history = list(start)
-    console.print(f"[dim]posttrain chat with {escape(label)} ({', '.join(registry)}): /reset, /quit[/]")
     for line in _user_turns(console):
         if line is None:
             history = list(start)
@@ -211,11 +211,61 @@ def _tool_chat(
             console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
 
 
+def _template_tool_chat(
+    console: Any,
+    generate: Generate,
+    fmt: ChatToolFormat,
+    registry: ToolRegistry,
+    start: list[dict[str, Any]],
+    max_steps: int,
+) -> None:
+    """The tool REPL in a chat template's own format: the history is kept as OpenAI messages
+    (assistant `tool_calls`, `tool` results), so each prompt is exactly what
+    `apply_chat_template(history, tools=...)` renders, as the adapter was trained."""
+    history = list(start)
+    for line in _user_turns(console):
+        if line is None:
+            history = list(start)
+            continue
+        history.append({"role": "user", "content": line})
+        for number in range(1, max_steps + 1):
+            step = template_tool_step(history, registry, fmt, generate)
+            _show_step(console, number, step)
+            if step.parse.kind == "final":
+                console.print(f"[bold cyan]model>[/] {step.parse.final_answer}")
+                break
+            if step.parse.kind != "call":
+                break  # a broken call: this format has no turn for sending a parse error back
+        else:
+            console.print(f"[yellow]no answer without a tool call after {max_steps} steps[/]")
+
+
+def template_tool_step(
+    history: list[dict[str, Any]], registry: ToolRegistry, fmt: ChatToolFormat, generate: Generate
+) -> Step:
+    """One assistant turn of `history` (OpenAI messages, extended in place): a call is run and
+    appended with its `tool` result as the template expects them; a final answer is appended as
+    plain content; a reply that parses as neither is left out of the history."""
+    raw = generate([fmt.plain(history, registry.schemas())])[0]
+    parse = fmt.parse(raw, registry)
+    if parse.kind == "final":
+        history.append({"role": "assistant", "content": parse.final_answer})
+        return Step(raw, parse)
+    if parse.kind != "call" or parse.call is None:
+        return Step(raw, parse)
+    observation, ok = registry.execute_checked(parse.call)
+    history.append(call_message(parse.call.name, parse.call.args))
+    history.append({"role": "tool", "name": parse.call.name, "content": observation})
+    return Step(raw, parse, observation, tool_error=not ok)
+
+
 def _show_step(console: Any, number: int, step: Any) -> None:
     parse = step.parse
     head = f"[dim]step {number}[/]"
     if parse.kind in ("call", "final"):
-        console.print(f"{head} Thought: {escape(parse.thought or '')}", highlight=False)
+        # the chat-template format has no Thought: its step line is the number alone
+        thought = f" Thought: {escape(parse.thought)}" if parse.thought else ""
+        console.print(f"{head}{thought}", highlight=False)
         if parse.kind == "call":
             call = escape(f"{parse.call.name}({json.dumps(parse.call.args)})")
             console.print(f"  [green]-> {call}[/]", highlight=False)

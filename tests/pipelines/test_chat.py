@@ -133,3 +133,49 @@ def test_chat_cli_rejects_a_bad_tools_file_before_loading(tmp_path):
     )
     out = run_cli("chat", "--model", "tiny-random", "--tools", str(bad), cwd=tmp_path)
     assert out.returncode == 2 and "tools.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_chat_template_tool_turn_runs_the_call_and_keeps_openai_history(tiny_spec, tmp_path, monkeypatch):
+    """What `chat --tools` does for a chat_template adapter, one turn at a time: the prompt is the
+    template rendered with the tool list, a `<tool_call>` reply runs the user's tool through its
+    entry point, and the history holds the call and its result as OpenAI messages, so the next
+    prompt is again exactly `apply_chat_template(history, tools=...)`."""
+    import copy
+
+    from posttrain.pipelines.chat import template_tool_step
+    from posttrain.tasks.tool_use.chat_format import call_message, chat_tool_format
+    from posttrain.toolcall import ToolRegistry, load_tools
+    from tests.tasks.tool_use.test_chat_format import QWEN_TEMPLATE
+
+    _, tok = load_for_inference(tiny_spec)
+    tok = copy.deepcopy(tok)
+    tok.chat_template = QWEN_TEMPLATE
+    fmt = chat_tool_format(tok, "tiny-qwen")
+    specs = load_tools(_user_tools(tmp_path))
+    registry = ToolRegistry(specs)
+    history = [{"role": "user", "content": "what does tea cost?"}]
+    prompts: list[str] = []
+    call_text = fmt.assistant_text(history, registry.schemas(), call_message("shop.price", {"item": "tea"}))
+    replies = iter([call_text, "Tea costs 3.5 EUR."])
+
+    def model(conversations):
+        (turns,) = conversations
+        prompts.append(tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=False))
+        return [next(replies)]
+
+    monkeypatch.chdir(tmp_path)  # the entry point's module and its record live there
+    step = template_tool_step(history, registry, fmt, model)
+    assert "<tool_call>" in call_text and step.parse.kind == "call" and not step.tool_error
+    assert json.loads(step.observation) == {"item": "tea", "eur": 3.5}
+    assert json.loads((tmp_path / "called.json").read_text()) == {"item": "tea"}
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[1]["tool_calls"][0]["function"] == {"name": "shop.price", "arguments": {"item": "tea"}}
+    step = template_tool_step(history, registry, fmt, model)
+    assert step.parse.kind == "final" and history[-1] == {
+        "role": "assistant",
+        "content": "Tea costs 3.5 EUR.",
+    }
+    expected = tok.apply_chat_template(
+        history[:3], tools=registry.schemas(), add_generation_prompt=True, tokenize=False
+    )
+    assert prompts[1] == expected and '"eur": 3.5' in prompts[1]

@@ -174,10 +174,9 @@ def _chat_template_adapter(tiny_spec: str, tmp_path):
     return save_adapter(get_peft_model(base, lora_config(4, 8, 0.0)), tmp_path / "adapter", str(model), meta)
 
 
-def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_it_and_refused_by_chat(
+def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_it_and_chatted_in_it(
     tiny_spec, tmp_path
 ):
-    from posttrain.pipelines.chat import run_chat
     from posttrain.pipelines.serve import serve_tool_prompt
 
     adapter = _chat_template_adapter(tiny_spec, tmp_path)
@@ -191,5 +190,16 @@ def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_
     records = json.loads((tmp_path / "eval.json").read_text())["records"]
     assert all(isinstance(r["reply"], str) for r in records)
     assert serve_tool_prompt(adapter, None) == "chat_template"  # serve prompts it with its template's tools
-    with pytest.raises(PosttrainError, match="data.tool_format=chat_template.*posttrain chat --tools"):
-        run_chat(None, adapter, 4, None, tools="tool_use")
+    # chat --tools prompts it with its template's tool list and reads its replies in that format
+    chat = subprocess.run(
+        [sys.executable, "-m", "posttrain.cli", "chat", "--adapter", str(adapter), "--max-new-tokens", "4"]
+        + ["--max-steps", "1", "--tools", str(tmp_path / "tools.json")],
+        input="weather in Paris?\n/quit\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    assert "your tools (get_weather, get_time)" in chat.stdout and "step 1" in chat.stdout
