@@ -15,11 +15,12 @@ report), so there is no shared step to move down. It builds their configs as obj
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,30 +76,53 @@ def run_quickstart(cfg: QuickstartConfig, resume: bool = False) -> dict[str, Any
     root = Path(cfg.run.output_root)
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    console.rule("1/5 embedded model")
-    if cfg.model.name in ("smollm2-135m", "tiny-random"):
-        console.print(f"{cfg.model.name}: {materialize(cfg.model.name)}")
-    console.rule("2/5 tool-use data")
-    sft_path, pref_path = write_data(out / "data", cfg.rows, cfg.seed, cfg.pool_rows)
-    console.rule(f"3/5 {cfg.episodes} agentic episodes with the SEAL stage")
-    tune = _stage(run_tune, tune_config(cfg, sft_path, root, f"{name}-tune"), resume)
-    console.rule("4/5 DPO on the best adapter")
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "model"):
+        console.rule("1/5 embedded model")
+        if cfg.model.name in ("smollm2-135m", "tiny-random"):
+            console.print(f"{cfg.model.name}: {materialize(cfg.model.name)}")
+    with _timed(seconds, "data"):
+        console.rule("2/5 tool-use data")
+        sft_path, pref_path = write_data(out / "data", cfg.rows, cfg.seed, cfg.pool_rows)
+    with _timed(seconds, "tune"):
+        console.rule(f"3/5 {cfg.episodes} agentic episodes with the SEAL stage")
+        tune = _stage(run_tune, tune_config(cfg, sft_path, root, f"{name}-tune"), resume)
     tuned = Path(tune["run_dir"]) / "adapter"
-    dpo = _stage(run_dpo, dpo_config(cfg, pref_path, tuned, root, f"{name}-dpo"), resume)
-    console.rule("5/5 unseen tool families and held-out episodes")
+    with _timed(seconds, "dpo"):
+        console.rule("4/5 DPO on the best adapter")
+        dpo = _stage(run_dpo, dpo_config(cfg, pref_path, tuned, root, f"{name}-dpo"), resume)
     adapters = {
         "base": None,
         "tuned": tuned,
         "dpo": Path(dpo["run_dir"]) / "adapter",
     }
-    evaluated = {
-        label: evaluate_model(cfg.model, adapter, cfg.eval_episodes, cfg.eval_items)
-        for label, adapter in adapters.items()
-    }
+    with _timed(seconds, "evaluation"):
+        console.rule("5/5 unseen tool families and held-out episodes")
+        evaluated = {
+            label: evaluate_model(cfg.model, adapter, cfg.eval_episodes, cfg.eval_items)
+            for label, adapter in adapters.items()
+        }
     families = {label: figs for label, (figs, _) in evaluated.items()}
     table = {label: figs for label, (_, figs) in evaluated.items()}
-    write_report(out, cfg, tune, dpo, table, families)
-    return {"run_dir": str(out), "tune": tune, "dpo": dpo, "families": families, "compliance": table}
+    write_report(out, cfg, tune, dpo, table, families, seconds)
+    console.print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    return {
+        "run_dir": str(out),
+        "tune": tune,
+        "dpo": dpo,
+        "families": families,
+        "compliance": table,
+        "seconds": seconds,
+    }
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Wall seconds of one stage, so the report says where the demo's minutes went (a resumed
+    stage that is read back costs ~0 and shows as such)."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = round(time.perf_counter() - start, 1)
 
 
 def _stage(run: Callable[..., dict[str, Any]], cfg: TuneConfig | DPOConfig, resume: bool) -> dict[str, Any]:
@@ -199,10 +223,16 @@ QUICKSTART_LABELS = {"base": "the base model", "tuned": "the tuned adapter", "dp
 
 
 def write_report(
-    out: Path, cfg: QuickstartConfig, tune: dict, dpo: dict, table: dict[str, dict], families: dict[str, dict]
+    out: Path,
+    cfg: QuickstartConfig,
+    tune: dict,
+    dpo: dict,
+    table: dict[str, dict],
+    families: dict[str, dict],
+    seconds: dict[str, float],
 ) -> Path:
     """report.md (the base/tuned/DPO tables, then every figure that got worse from one model to the
-    next in words), compliance.json and families.json in `out`."""
+    next in words, then each stage's seconds), compliance.json and families.json in `out`."""
     rows = [
         [label, *[_cell(metrics.get(k)) for k in SHOWN], metrics.get("n")] for label, metrics in table.items()
     ]
@@ -235,6 +265,7 @@ def write_report(
                 },
                 QUICKSTART_LABELS,
             ),
+            "\nSeconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".\n",
         ]
     )
     (out / "report.md").write_text(text)

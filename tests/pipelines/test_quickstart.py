@@ -67,7 +67,7 @@ def test_quickstart_writes_the_compliance_table(tiny_spec, tmp_path):
         assert metrics["n"] == 4 and metrics["format_validity_n"] == 4
     report = (tmp_path / "runs" / "q" / "report.md").read_text()
     assert "| model | ast_accuracy |" in report and "| model | full_compliance |" in report
-    assert "AST accuracy is the headline" in report
+    assert "AST accuracy is the headline" in report and "Seconds per stage: model" in report
     assert (tmp_path / "runs" / "q-tune" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "runs" / "q-dpo" / "adapter" / "adapter_config.json").exists()
 

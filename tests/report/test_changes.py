@@ -141,7 +141,8 @@ def test_quickstart_report_states_that_dpo_lost_irrelevance_accuracy(tmp_path: P
         for label, v in (("base", 0.0), ("tuned", 0.9), ("dpo", 0.9))
     }
     tune, dpo = {"run_dir": "runs/q-tune", "backend": "rules"}, {"run_dir": "runs/q-dpo"}
-    report = write_report(tmp_path, cfg, tune, dpo, table, families).read_text()
+    seconds = {"model": 0.4, "data": 2.0, "tune": 300.0, "dpo": 120.2, "evaluation": 150.0}
+    report = write_report(tmp_path, cfg, tune, dpo, table, families, seconds).read_text()
     head = report.index("## Regressions")
     assert head > report.index("| model | ast_accuracy") and head > report.index("| model | full_compliance")
     assert (
@@ -150,6 +151,7 @@ def test_quickstart_report_states_that_dpo_lost_irrelevance_accuracy(tmp_path: P
     )
     assert "The tuned adapter lowered irrelevance" not in report  # 0.5 → 1.0 is better
     assert "On held-out episodes of the five training tools: no figure got worse by more than 0.01" in report
+    assert "Seconds per stage: model 0, data 2, tune 300, dpo 120, evaluation 150." in report
 
 
 def test_align_report_states_regressions_per_split(tmp_path: Path):
