@@ -11,7 +11,9 @@ Variants beside the pipeline's own rows (`--format plain`):
 - `--format multi --requests K`: K requests per offered tool list, one system prompt, so the
   prompt's cost is shared and the model picks among the same tools for different requests;
 - `--thought desc`: a call's Thought restates the chosen tool's description before its name
-  ("Needed: <description>. That is <name>."), so the choice is made on the text the request resembles.
+  ("Needed: <description>. That is <name>."), so the choice is made on the text the request resembles;
+- `--twins F`: a share F of the call rows is followed by its no-call twin (the same request, the
+  target's family removed from the tools), so only the tool list separates calling from declining.
 
     python bench/tool_sft_variants.py v1 --rows 200                        # ~20 min on 1 thread
     python bench/tool_sft_variants.py v3 --rows 130 --format multi --requests 3
@@ -99,7 +101,9 @@ def training_conversations(a: argparse.Namespace) -> list[list[dict[str, str]]]:
 
     if a.format == "multi":
         return multi_conversations(a.rows, a.seed, a.requests, a.irrelevance, a.mask, a.max_tools, a.thought)
-    rows = pool_rows(a.rows, a.seed, "train", irrelevance=a.irrelevance, mask=a.mask, max_tools=a.max_tools)
+    rows = pool_rows(
+        a.rows, a.seed, "train", irrelevance=a.irrelevance, mask=a.mask, max_tools=a.max_tools, twins=a.twins
+    )
     if a.thought == "desc":
         for r in rows:
             if r["gold"] != "no_call":
@@ -116,6 +120,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=3, help="requests per conversation (--format multi)")
     p.add_argument("--thought", choices=("name", "desc"), default="name")
     p.add_argument("--irrelevance", type=float, default=0.15)
+    p.add_argument("--twins", type=float, default=0.0, help="share of call rows with a no-call twin")
     p.add_argument("--mask", type=float, default=0.35)
     p.add_argument("--max-tools", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -5,7 +5,8 @@ What each choice is for (Hammer's recipe for small tool callers, issue 13):
 - masking renames a function (to an alias or a meaningless id) and its parameters, and swaps the
   description for a paraphrase, so a name cannot be memorised: the model must read the list;
 - irrelevance rows (~15%, the top of the 10-15% Hammer used) offer tools of other families only,
-  and the gold is no call;
+  and the gold is no call; a twin (`twins`) is such a row for a request that also appears with
+  its tool, so the tool list is all that separates the call from the decline;
 - follow-ups (~20% of calls) continue after the tool's observation to a final answer.
 
 A row: `id`, `split`, `family`, `function` (the pool name), `messages` (the user turn), `tools`
@@ -48,8 +49,11 @@ def pool_rows(
     follow_up: float = 0.2,
     mask: float = 0.35,
     max_tools: int = 4,
+    twins: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """`n` rows of a split's families, deterministic for a seed (see the module docstring)."""
+    """`n` rows of a split's families, deterministic for a seed (see the module docstring), and
+    with `twins` > 0 a no-call twin after that share of the call rows: the same request with
+    the target's family removed from the offered tools (id suffix `-twin`)."""
     if n < 0 or max_tools < 1:
         raise ValueError("n must be >= 0 and max_tools >= 1")
     rng = random.Random(f"tool_pool/{split}/{seed}")
@@ -58,19 +62,16 @@ def pool_rows(
     for i in range(n):
         target = rng.choice(functions)
         relevant = rng.random() >= irrelevance
+        template = rng.choice(target.prompts)
+        request = template, _draw_args(target, template, rng)
+        row_id = f"pool-{split}-{seed}-{i:05d}"
         rows.append(
-            _row(
-                f"pool-{split}-{seed}-{i:05d}",
-                split,
-                target,
-                functions,
-                relevant,
-                rng,
-                mask,
-                max_tools,
-                follow_up,
-            )
+            _row(row_id, split, target, request, functions, relevant, rng, mask, max_tools, follow_up)
         )
+        # `twins and`: no draw at 0, so rows without twins are the ones this seed always gave
+        if twins and relevant and rng.random() < twins:
+            twin = _row(row_id, split, target, request, functions, False, rng, mask, max_tools, 0.0)
+            rows.append(twin | {"id": f"{row_id}-twin"})
     return rows
 
 
@@ -78,6 +79,7 @@ def _row(
     row_id: str,
     split: PoolSplit,
     target: PoolFunction,
+    request: tuple[str, dict[str, Any]],
     functions: Sequence[PoolFunction],
     relevant: bool,
     rng: random.Random,
@@ -85,8 +87,7 @@ def _row(
     max_tools: int,
     follow_up: float,
 ) -> dict[str, Any]:
-    template = rng.choice(target.prompts)
-    args = _draw_args(target, template, rng)
+    template, args = request
     n_tools = rng.choices(range(1, max_tools + 1), weights=[4, 4, 2, 1][:max_tools] + [1] * (max_tools - 4))[
         0
     ]

@@ -77,6 +77,21 @@ def test_irrelevance_rows_offer_no_tool_of_the_requests_family():
     assert any(r["follow_up"] for r in rows)
 
 
+def test_a_twin_asks_the_same_as_its_call_row_without_its_family_and_leaves_other_rows_alone():
+    plain, with_twins = pool_rows(200, 3, "train"), pool_rows(200, 3, "train", twins=0.5)
+    by_id = {r["id"]: r for r in with_twins}
+    twins = [r for r in with_twins if r["id"].endswith("-twin")]
+    assert 0.3 < len(twins) / len(plain) < 0.6
+    family_of = {n: fn.family for fn in pool_functions("train") for n in (fn.name, *fn.aliases)}
+    for twin in twins:
+        original = by_id[twin["id"].removesuffix("-twin")]
+        assert original["gold"] != NO_CALL and twin["gold"] == NO_CALL and twin["follow_up"] is None
+        assert twin["messages"] == original["messages"] and twin["family"] == original["family"]
+        assert all(family_of.get(s["function"]["name"]) != twin["family"] for s in twin["tools"])
+    # the first row of each seed is drawn the same way, and 0 twins is the plain generator
+    assert with_twins[0] == plain[0] and pool_rows(200, 3, "train", twins=0.0) == plain
+
+
 def test_requests_mention_every_value_the_gold_call_holds():
     for row in pool_rows(300, 2, "train"):
         if row["gold"] == NO_CALL:
