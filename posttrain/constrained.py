@@ -7,6 +7,9 @@ in both. Batch size is one; the KV cache carries the prompt, so each step feeds 
 Constrained JSON is compact (no free whitespace) and numbers without a `multipleOf` get one
 (`bounded_numbers`): a weak model can neither stall in an endless run of spaces nor write
 0.0000111111… until it runs out of tokens.
+
+For batches, `GrammarMasks` is the same constraint as a logits processor, one grammar per row, for
+`inference.generate_batch` (scoring tool turns by the hundred).
 """
 
 from __future__ import annotations
@@ -261,3 +264,59 @@ def constrained_generate(
         lltok=lltok,
     )
     return result.text
+
+
+class GrammarMasks:
+    """Keeps each row of a batched `generate` inside its own grammar (a transformers logits
+    processor; a None grammar leaves its row free).
+
+    Why a processor and not `sample`'s loop: tool turns are scored by the hundred, and one row at a
+    time costs what the batch costs per row only at batch size one (~5 s per tool turn on 1 CPU
+    thread for smollm2-135m). The processor runs inside `inference.generate_batch`, so the shared
+    prompt prefix, pruning of ended rows and left padding work as for free text.
+
+    A row's token is fed to its matcher on the next call (the first call sees the prompt's last
+    token and feeds nothing); once a grammar is complete its row may only end (`eos_ids`).
+    `keep` follows the batch when rows that ended are dropped between `generate` calls.
+    """
+
+    def __init__(self, grammars: Sequence[str | None], lltok: Any, eos_ids: Sequence[int]) -> None:
+        matcher = llguidance_module().LLMatcher
+        self.matchers = [None if g is None else matcher(lltok, g, log_level=0) for g in grammars]
+        for m in self.matchers:
+            if m is not None and m.is_error():
+                raise SchemaError(m.get_error())
+        self.vocab = lltok.vocab_size
+        self.eos = list(eos_ids)
+        self.fed = False
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only `rows` (indices into the current batch, in order) go on decoding."""
+        self.matchers = [self.matchers[i] for i in rows]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+        from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+
+        if self.fed:
+            for m, token in zip(self.matchers, input_ids[:, -1].tolist(), strict=True):
+                if m is not None and not m.is_stopped() and not m.consume_token(token):
+                    raise ValueError(f"constrained decoding failed: {m.get_error()}")
+        self.fed = True
+        rows = [i for i, m in enumerate(self.matchers) if m is not None]
+        if not rows:
+            return scores
+        bitmask = allocate_token_bitmask(len(self.matchers), self.vocab)
+        for i in rows:
+            fill_next_token_bitmask(self.matchers[i], bitmask, i)
+        bits = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+        allowed = torch.zeros(scores.shape, dtype=torch.bool)
+        n = min(self.vocab, scores.shape[1])  # the model's vocabulary may be padded past the tokenizer's
+        allowed[:, :n] = bits.reshape(len(self.matchers), -1)[:, :n].bool()
+        for i, m in enumerate(self.matchers):
+            if m is None:
+                allowed[i] = True
+            elif m.is_stopped():
+                allowed[i] = False
+                allowed[i, self.eos] = True
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))

@@ -179,3 +179,48 @@ def test_rows_that_end_leave_the_batch_and_the_rest_read_on_unchanged(lively):
     for got, want, end in zip(cached, free, ended, strict=True):
         cut = int((want == stop).nonzero()[0, 0]) + 1 if end else len(want)
         assert torch.equal(got[:cut], want[:cut]) and set(got[cut:].tolist()) <= {tok.pad_token_id}
+
+
+def _tool_rows():
+    """Four requests, each with its own tool list (a different schema per row)."""
+    from posttrain.tasks.tool_use.pool_pairs import pool_item
+    from posttrain.tasks.tool_use.pool_rows import pool_prompt, pool_rows
+
+    rows = [r for r in pool_rows(12, 5, "validation") if r["gold"] != "no_call"][:4]
+    return [pool_prompt(r) for r in rows], [pool_item(r).tools for r in rows]
+
+
+def test_grammar_masked_rows_match_one_at_a_time_constrained_sampling(lively):
+    """Each row keeps its own grammar through the shared prefix, the batch and the pruning of rows
+    that end: the batch gives what `constrained.sample` gives one conversation at a time, and a
+    row without a grammar what it gives free."""
+    from posttrain.constrained import chat_prompt_ids, grammar_tokenizer, sample
+    from posttrain.toolcall import tool_turn_grammar
+
+    model, tok = lively
+    prompts, tools = _tool_rows()
+    lltok = grammar_tokenizer(tok)
+    grammars = [tool_turn_grammar(t) for t in tools[:3]] + [None]
+    batched = generate_batch(model, tok, prompts, max_new_tokens=40, batch_size=4, grammars=grammars)
+    singly = generate_batch(
+        model, tok, prompts, max_new_tokens=40, batch_size=1, grammars=grammars, lltok=lltok
+    )
+    one_by_one = [
+        sample(model, tok, chat_prompt_ids(tok, p), max_new_tokens=40, grammar=g, lltok=lltok).text.strip()
+        for p, g in zip(prompts[:3], grammars, strict=False)
+    ]
+    assert batched == singly and batched[:3] == one_by_one
+    assert batched[3] == generate_batch(model, tok, prompts[3:], max_new_tokens=40)[0]
+    assert all(text.startswith("Thought: ") for text in batched[:3]) and len(set(batched)) == 4
+
+
+def test_smollm2_forced_tool_turns_are_calls_of_the_rows_own_tools():
+    from posttrain.toolcall import ToolRegistry, parse_response, tool_turn_grammar
+
+    model, tok = load_for_inference("smollm2-135m")
+    prompts, tools = _tool_rows()
+    grammars = [tool_turn_grammar(t, answer=False) for t in tools]
+    texts = generate_batch(model, tok, prompts, max_new_tokens=160, batch_size=4, grammars=grammars)
+    for text, offered in zip(texts, tools, strict=True):
+        parsed = parse_response(text, ToolRegistry(offered))
+        assert parsed.kind == "call" and parsed.compliant, text

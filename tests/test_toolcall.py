@@ -435,3 +435,35 @@ def test_react_loop_with_tiny_llama_terminates_with_recorded_failures(tiny_llama
     sizes.clear()
     stopped = run_react(prompts, REGISTRY, generate, max_steps=5)
     assert sizes == [3] and [e.status for e in stopped] == ["failed"] * 3
+
+
+def test_a_tool_turn_grammar_admits_calls_of_offered_tools_with_their_schema_and_answers(tiny_spec) -> None:
+    from posttrain.constrained import SchemaError, grammar_tokenizer, llguidance_module
+    from posttrain.models import load_for_inference
+    from posttrain.toolcall import tool_turn_grammar
+
+    _, tok = load_for_inference(tiny_spec)
+    lltok = grammar_tokenizer(tok)
+    city = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [Tool("get_weather", "Weather.", city), Tool("get_time", "Local time.", city)]
+
+    def admits(grammar: str, text: str) -> bool:
+        m = llguidance_module().LLMatcher(lltok, grammar, log_level=0)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return all(m.consume_token(i) for i in ids) and m.is_accepting()
+
+    auto, forced = tool_turn_grammar(tools), tool_turn_grammar(tools, answer=False)
+    call = 'Thought: weather.\nAction: ```json\n{"tool":"get_weather","args":{"city":"Oslo"}}\n```'
+    final = "Thought: none fits.\nFinal Answer: I cannot do that here."
+    assert admits(auto, call) and admits(auto, final) and admits(forced, call)
+    assert not admits(forced, final)
+    assert not admits(auto, call.replace("get_weather", "get_forecast"))  # a name not offered
+    assert not admits(auto, call.replace('"city"', '"town"'))  # an undeclared argument
+    assert not admits(auto, call.replace('{"city":"Oslo"}', "{}"))  # a required one missing
+    assert not admits(auto, call.replace('"Oslo"', "7"))  # the wrong type
+    assert admits(tool_turn_grammar(tools, only="get_time"), call.replace("get_weather", "get_time"))
+    assert not admits(tool_turn_grammar(tools, only="get_time"), call)
+    with pytest.raises(SchemaError, match="no tool named 'nope'"):
+        tool_turn_grammar(tools, only="nope")
+    with pytest.raises(ValueError, match="no marker for a plain answer"):
+        tool_turn_grammar(tools, layout=("<tool_call>\n", ("name", "arguments"), "\n</tool_call>"))

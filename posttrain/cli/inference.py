@@ -113,6 +113,14 @@ def eval_(
         Path | None,
         typer.Option("--tools", help="With --data: tool specs (JSON/JSONL/YAML) for rows without their own."),
     ] = None,
+    constrained: Annotated[
+        bool,
+        typer.Option(
+            "--constrained",
+            help="tool_use: decode each turn inside its tools' grammar (a Thought, then a call of an "
+            "offered tool with schema-valid arguments, or a final answer).",
+        ),
+    ] = False,
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""
@@ -133,6 +141,7 @@ def eval_(
         output=output,
         data=data,
         tools=tools,
+        constrained=constrained,
     )
     console.print(result["table"])
     if output is not None:

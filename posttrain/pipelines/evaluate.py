@@ -25,7 +25,12 @@ from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from posttrain.tasks.tool_use.user_eval import read_eval_items, user_eval_conversations, user_eval_figures
+from posttrain.tasks.tool_use.user_eval import (
+    read_eval_items,
+    turn_grammars,
+    user_eval_conversations,
+    user_eval_figures,
+)
 
 SPLITS = {
     "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),
@@ -50,6 +55,7 @@ def run_eval(
     output: Path | None = None,
     data: Path | None = None,
     tools: Path | None = None,
+    constrained: bool = False,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -60,6 +66,8 @@ def run_eval(
     majority class of `MAJORITY_SAMPLE` training-distribution scenarios drawn with `data_seed`.
 
     With `data`, `run_eval_data` runs instead (`tools`: a file of specs for rows without their own).
+    `constrained` decodes each function-pool or `data` turn inside its tools' grammar (a Thought,
+    then a schema-valid call of an offered tool or a final answer; the ReAct episodes stay free).
     """
     if task not in SPLITS:
         raise PosttrainError(f"--task must be one of {', '.join(SPLITS)}, got '{task}'")
@@ -67,7 +75,14 @@ def run_eval(
         if task != "tool_use":
             raise PosttrainError(f"--data is for --task tool_use, got '{task}'")
         return run_eval_data(
-            data, tools, model, adapter, max_new_tokens=max_new_tokens, batch_size=batch_size, output=output
+            data,
+            tools,
+            model,
+            adapter,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            output=output,
+            constrained=constrained,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -81,7 +96,10 @@ def run_eval(
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     compact = compact_prompt if compact_prompt is not None else bool(meta.get("compact_prompt", True))
 
-    align = align_task(task, adapter_tool_format(adapter), spec) if task == "tool_use" else align_task(task)
+    if task == "tool_use":
+        align = align_task(task, adapter_tool_format(adapter), spec, constrained=constrained)
+    else:
+        align = align_task(task, constrained=constrained)
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
@@ -105,6 +123,7 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
+        "decoding": "constrained" if constrained else "free",
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
@@ -124,10 +143,12 @@ def run_eval_data(
     max_new_tokens: int = 96,
     batch_size: int = 16,
     output: Path | None = None,
+    constrained: bool = False,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
-    with `output`, also writes them and every row's record as JSON.
+    with `output`, also writes them and every row's record as JSON. `constrained` decodes each
+    turn inside its row's tool grammar (`turn_grammars`).
 
     Every row is checked before the model loads, so a bad row costs nothing and writes nothing.
     """
@@ -137,11 +158,13 @@ def run_eval_data(
 
         shared = load_tools(tools)
     items = read_eval_items(data, shared)
+    as_chat = adapter_tool_format(adapter) == "chat_template"
+    grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     llm, tok = load_for_inference(spec, adapter)
-    fmt = chat_tool_format(tok, spec) if adapter_tool_format(adapter) == "chat_template" else None
-    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items, fmt))
+    fmt = chat_tool_format(tok, spec) if as_chat else None
+    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items, fmt), grammars)
     figures, records = user_eval_figures(replies, items, fmt)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
@@ -151,6 +174,7 @@ def run_eval_data(
         "adapter": str(adapter) if adapter else None,
         "data": str(data),
         "tools": str(tools) if tools else None,
+        "decoding": "constrained" if constrained else "free",
         "figures": flat(figures, n=len(items)),
         "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
     }

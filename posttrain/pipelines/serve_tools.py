@@ -22,7 +22,7 @@ import json
 import uuid
 from typing import Any, Literal
 
-from posttrain.constrained import SchemaError, bounded_numbers, llguidance_module
+from posttrain.constrained import SchemaError
 from posttrain.errors import ConfigError
 from posttrain.pipelines.serve_schema import APIError, ChatMessage, ChatRequest, NamedToolChoice
 from posttrain.tasks.episodes import compact_system_prompt
@@ -37,12 +37,12 @@ from posttrain.toolcall import (
     format_final,
     format_system_prompt,
     parse_response,
+    tool_turn_grammar,
 )
 
 ToolPrompt = Literal["compact", "full", "chat_template"]
 TOOL_PROMPTS: tuple[ToolPrompt, ...] = ("compact", "full", "chat_template")
 OBSERVATION = "Observation:"
-MAX_THOUGHT_CHARS = 200  # of a forced call's Thought: a random model must still reach the Action
 
 
 def request_registry(req: ChatRequest) -> ToolRegistry | None:
@@ -201,54 +201,14 @@ def forced_call_grammar(
     registry: ToolRegistry, only: str | None, lltok: Any, fmt: ChatToolFormat | None = None
 ) -> str:
     """An llguidance grammar for one whole assistant turn calling `only` (else any offered tool)
-    with arguments that follow its schema: how `required` and a named tool_choice are kept.
-
-    In the Thought→Action format (`fmt` None) the Thought is one line of at most
-    MAX_THOUGHT_CHARS. In a chat template's format the call is the template's own call text
-    (`chat_call_layout`) around a `{"name", "arguments"}` object. Arguments are compact JSON,
-    numbers bounded as in `constrained.json_schema_grammar`, undeclared arguments left out.
-    """
-    if fmt is None:
-        keys, head, tail = ("tool", "args"), None, ""
-    else:
-        head, keys, tail = chat_call_layout(fmt, registry)
-    options = []
-    for name, tool in registry.items():
-        if only is not None and name != only:
-            continue
-        args = dict(tool.parameters)
-        if "properties" in args:
-            args.setdefault("additionalProperties", False)
-        envelope = {keys[0]: {"const": name}, keys[1]: bounded_numbers(args)}
-        options.append(
-            {
-                "type": "object",
-                "properties": envelope,
-                "required": list(keys),
-                "additionalProperties": False,
-            }
-        )
-    schema = {"anyOf": options, "x-guidance": {"whitespace_flexible": False}}
-    if head is None:
-        thought = f"/[^\\n\\t `][^\\n`]{{0,{MAX_THOUGHT_CHARS - 1}}}/"
-        lark = (
-            f'start: "Thought: " THOUGHT "\\n{ACTION} ```json\\n" body "\\n```"\n'
-            f"THOUGHT: {thought}\nbody: %json {json.dumps(schema)}"
-        )
-    else:
-        opening = f"{json.dumps(head)} " if head else ""
-        closing = f" {json.dumps(tail)}" if tail else ""
-        lark = f"start: {opening}body{closing}\nbody: %json {json.dumps(schema)}"
-    matcher = llguidance_module().LLMatcher
+    with arguments that follow its schema: how `required` and a named tool_choice are kept
+    (`toolcall.tool_turn_grammar` without an answer; in a chat template's format its own call
+    text, `chat_call_layout`). A schema llguidance cannot compile is a 400 naming `tools`."""
+    layout = None if fmt is None else chat_call_layout(fmt, registry)
     try:
-        grammar = matcher.grammar_from_lark(lark)
-        is_error, problems = matcher.validate_grammar_with_warnings(grammar, lltok)
-    except (ValueError, SchemaError) as exc:
-        is_error, problems = True, [str(exc)]
-    if is_error:
-        reason = problems[0].strip() if problems else "llguidance rejected it"
-        raise APIError(400, f"cannot force a call of these tools' parameter schemas: {reason}", "tools")
-    return grammar
+        return tool_turn_grammar(registry.values(), only=only, answer=False, layout=layout, lltok=lltok)
+    except SchemaError as exc:
+        raise APIError(400, f"cannot force a call of these tools' parameter schemas: {exc}", "tools") from exc
 
 
 def chat_call_layout(fmt: ChatToolFormat, registry: ToolRegistry) -> tuple[str, tuple[str, str], str]:

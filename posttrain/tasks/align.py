@@ -13,16 +13,28 @@ ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": Mee
 
 
 def align_task(
-    name: str, tool_format: str = "react", model: str | None = None, force_answer: bool = True
+    name: str,
+    tool_format: str = "react",
+    model: str | None = None,
+    force_answer: bool = True,
+    constrained: bool = False,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
     loaded and checked here, before any model loads). `force_answer=False` gives meetings with
-    the free ReAct loop (no answer forced at the step cap)."""
+    the free ReAct loop (no answer forced at the step cap). `constrained` gives tool_use whose
+    function-pool turns are decoded inside their tools' grammar (Thought→Action only)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
+    if constrained and (name != "tool_use" or tool_format != "react"):
+        raise ConfigError(
+            "constrained decoding applies to --task tool_use in the Thought→Action format only "
+            "(a chat template's tool format cannot mark a plain answer)"
+        )
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
+    if constrained:
+        return ToolUseAlign(constrained=True)
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:

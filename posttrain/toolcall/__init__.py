@@ -1,7 +1,7 @@
 """Tools, the agent output format, its parser, and a batched ReAct loop.
 
 Below both tasks and agents: both use it, neither owns it, and it imports nothing of posttrain but
-`errors` (a bad tools file is a `DataError`).
+`errors` (a bad tools file is a `DataError`) and `constrained` (llguidance, for `grammar`).
 
 The output format (after seed 004, with arguments as an object checked against the tool's schema):
 
@@ -27,7 +27,8 @@ case-sensitive. Whichever of `Action:` / `Final Answer:` comes first decides the
 
 Modules: `spec` (tools and the registry), `files` (tools from a user's JSON / JSONL / YAML file),
 `schema` (JSON Schema checks of tools and arguments), `format` (prompt and turn renderers),
-`parse` (the parser), `react` (the loop and a Hugging Face `generate`).
+`parse` (the parser), `grammar` (a turn as an llguidance grammar, for constrained decoding),
+`react` (the loop and a Hugging Face `generate`).
 """
 
 from posttrain.toolcall.files import load_tools
@@ -40,8 +41,9 @@ from posttrain.toolcall.format import (
     format_system_prompt,
     render_tools,
 )
+from posttrain.toolcall.grammar import tool_turn_grammar
 from posttrain.toolcall.parse import FAILURE_KINDS, FailureKind, ParseResult, ResultKind, parse_response
-from posttrain.toolcall.react import Episode, Generate, Step, hf_generate_fn, run_react
+from posttrain.toolcall.react import Episode, Generate, GrammarGenerate, Step, hf_generate_fn, run_react
 from posttrain.toolcall.schema import check_parameters, validate_args
 from posttrain.toolcall.spec import MAX_OBSERVATION_CHARS, Tool, ToolCall, ToolRegistry
 
@@ -54,6 +56,7 @@ __all__ = [
     "Episode",
     "FailureKind",
     "Generate",
+    "GrammarGenerate",
     "ParseResult",
     "ResultKind",
     "Step",
@@ -68,6 +71,7 @@ __all__ = [
     "load_tools",
     "parse_response",
     "render_tools",
+    "tool_turn_grammar",
     "run_react",
     "validate_args",
 ]

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from posttrain.toolcall.parse import ParseResult, parse_response
 from posttrain.toolcall.spec import Tool, ToolCall, ToolRegistry
 
 Generate = Callable[[list[list[dict[str, str]]]], list[str]]
+
+
+class GrammarGenerate(Protocol):
+    """A `Generate` that can also keep each reply inside a grammar, one per conversation (None:
+    free), as `inference.generator`'s does: what constrained scoring of tool turns calls."""
+
+    def __call__(
+        self, conversations: list[list[dict[str, str]]], grammars: Sequence[str | None] | None = None
+    ) -> list[str]: ...
 
 
 @dataclass

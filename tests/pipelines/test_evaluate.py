@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from posttrain.errors import PosttrainError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.pipelines.evaluate import run_eval
 from posttrain.tasks.tool_use import TOOL_USE_METRICS, USER_EVAL_METRICS
 from posttrain.tasks.tool_use.pool import HELDOUT_FAMILIES
@@ -142,6 +142,19 @@ def test_eval_cli_on_user_data_scores_ast_accuracy_with_n_and_ci(tiny_spec, tmp_
     assert all(isinstance(r["reply"], str) for r in result["records"])
 
 
+def test_eval_cli_constrained_keeps_every_turn_in_its_rows_tool_grammar(tiny_spec, tmp_path):
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json", "--constrained"]
+    out = run_cli(*args, "--model", "tiny-random", "--max-new-tokens", "24", "-o", "eval.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["decoding"] == "constrained"
+    # even a random model writes the format's opening; free, it never does (the test above)
+    assert all(r["reply"].startswith("Thought: ") for r in result["records"])
+    assert result["figures"]["thought_prefix_rate"] == 1.0
+
+
 def test_eval_cli_bad_row_exits_2_naming_line_and_field_and_writes_nothing(tiny_spec, tmp_path):
     rows = [*_USER_ROWS[1:], {"prompt": "Weather?", "tools": _USER_TOOLS, "gold": [{"get_weather": {}}, 3]}]
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -190,6 +203,15 @@ def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_
     records = json.loads((tmp_path / "eval.json").read_text())["records"]
     assert all(isinstance(r["reply"], str) for r in records)
     assert serve_tool_prompt(adapter, None) == "chat_template"  # serve prompts it with its template's tools
+    with pytest.raises(ConfigError, match="constrained decoding of tool turns needs the Thought→Action"):
+        run_eval(
+            "tool_use",
+            None,
+            adapter,
+            data=tmp_path / "items.jsonl",
+            tools=tmp_path / "tools.json",
+            constrained=True,
+        )
     # chat --tools prompts it with its template's tool list and reads its replies in that format
     chat = subprocess.run(
         [sys.executable, "-m", "posttrain.cli", "chat", "--adapter", str(adapter), "--max-new-tokens", "4"]

@@ -167,8 +167,9 @@ class ToolUseAlign:
         "task_accuracy",
     )
 
-    def __init__(self, chat_format: ChatToolFormat | None = None) -> None:
+    def __init__(self, chat_format: ChatToolFormat | None = None, constrained: bool = False) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
+        self.constrained = constrained  # pool turns decoded inside their tools' grammar
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -309,7 +310,8 @@ class ToolUseAlign:
         records: dict[str, list[dict[str, Any]]] = {}
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
-                figs[split], records[split] = evaluate_pool(generate, rows, self.chat_format)
+                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained)
+                figs[split], records[split] = pooled
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records

@@ -21,8 +21,8 @@ from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_turn
 from posttrain.tasks.tool_use.pool import PoolSplit
 from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_reward
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
-from posttrain.tasks.tool_use.user_eval import user_eval_figures
-from posttrain.toolcall import Generate
+from posttrain.tasks.tool_use.user_eval import turn_grammars, user_eval_figures
+from posttrain.toolcall import Generate, GrammarGenerate
 
 POOL_SPLITS: dict[str, PoolSplit] = {"seen_families": "train", "unseen_families": "heldout"}
 
@@ -107,11 +107,22 @@ def pool_eval_sets(seed: int, items: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def evaluate_pool(
-    generate: Generate, rows: Sequence[dict[str, Any]], fmt: ChatToolFormat | None = None
+    generate: Generate | GrammarGenerate,
+    rows: Sequence[dict[str, Any]],
+    fmt: ChatToolFormat | None = None,
+    constrained: bool = False,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
-    """The user-data figures (AST accuracy first) of one model's replies to `rows`."""
-    replies = generate([pool_prompt(r, fmt) for r in rows]) if rows else []
-    figs, records = user_eval_figures(replies, [pool_item(r, i) for i, r in enumerate(rows)], fmt)
+    """The user-data figures (AST accuracy first) of one model's replies to `rows`; `constrained`
+    keeps each reply inside its row's `turn_grammars` (`generate` must then take grammars)."""
+    items = [pool_item(r, i) for i, r in enumerate(rows)]
+    prompts = [pool_prompt(r, fmt) for r in rows]
+    if not rows:
+        replies: list[str] = []
+    elif constrained:
+        replies = generate(prompts, grammars=turn_grammars(items, fmt is not None))  # type: ignore[call-arg]
+    else:
+        replies = generate(prompts)  # type: ignore[call-arg]
+    figs, records = user_eval_figures(replies, items, fmt)
     for row, record in zip(rows, records, strict=True):
         record |= {
             "id": row["id"],

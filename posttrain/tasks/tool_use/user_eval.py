@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import ConfigError
 from posttrain.tasks.loader import Record, read_records
 from posttrain.tasks.metrics import Figure, figure
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, call_message
@@ -46,6 +47,7 @@ from posttrain.toolcall import (
     format_final,
     format_system_prompt,
     parse_response,
+    tool_turn_grammar,
 )
 
 USER_EVAL_METRICS = (
@@ -184,6 +186,19 @@ def user_eval_conversations(
             system, turns = f"{system}\n\n{turns[0]['content']}", turns[1:]
         out.append([{"role": "system", "content": system}, *turns])
     return out
+
+
+def turn_grammars(items: Sequence[EvalItem], chat_template: bool = False) -> list[str]:
+    """For constrained decoding: one `toolcall.tool_turn_grammar` per item over its tools (a
+    Thought, then a schema-valid call of an offered tool or a final answer), the decoding a
+    deployment can add to any model. Thought→Action only: a chat template's tool format has no
+    marker that starts a plain answer (ConfigError for `chat_template`)."""
+    if chat_template:
+        raise ConfigError(
+            "constrained decoding of tool turns needs the Thought→Action format (a chat template's "
+            "tool format cannot mark a plain answer); score this adapter without it"
+        )
+    return [tool_turn_grammar(item.tools) for item in items]
 
 
 def gold_turn(item: EvalItem, fmt: ChatToolFormat | None = None) -> str:
