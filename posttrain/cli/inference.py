@@ -76,12 +76,20 @@ def serve(
             min=0, help="Requests that may wait behind the one generating; one more gets 503 + Retry-After."
         ),
     ] = 8,  # serve_queue.DEFAULT_MAX_QUEUE, spelled out so --help does not import the server
+    constrain_tools: Annotated[
+        bool,
+        typer.Option(
+            "--constrain-tools",
+            help="With tools and tool_choice auto: decode each turn inside the tools' grammar (a call of "
+            "an offered tool with schema-valid arguments, or a final answer). Thought→Action only.",
+        ),
+    ] = False,
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
     tool calls and streaming; one request at a time, --max-queue more waiting."""
     from posttrain.pipelines.serve import run_serve
 
-    run_serve(model, adapter, host, port, served_model_name, tool_prompt, max_queue)
+    run_serve(model, adapter, host, port, served_model_name, tool_prompt, max_queue, constrain_tools)
 
 
 def eval_(

@@ -55,7 +55,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from posttrain.errors import PosttrainError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.pipelines.serve_queue import DEFAULT_MAX_QUEUE, Admission, ClientGone, watch_client
 from posttrain.pipelines.serve_schema import APIError, ChatRequest, validation_error
 from posttrain.pipelines.serve_service import ChatService, Plan, unknown_model
@@ -97,6 +97,7 @@ def create_app(
     model_name: str,
     tool_prompt: ToolPrompt = "compact",
     max_queue: int = DEFAULT_MAX_QUEUE,
+    constrain_tools: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
@@ -104,13 +105,17 @@ def create_app(
     for `posttrain align` and the quickstart, "full" for `posttrain data tool-use`, "chat_template"
     for `data.tool_format: chat_template`; `serve_tool_prompt` picks it from the adapter).
 
+    `constrain_tools` decodes a tool_choice "auto" turn inside the request's tool grammar
+    (`toolcall.tool_turn_grammar`: the model still chooses between a call and an answer, but a call
+    names an offered tool with schema-valid arguments).
+
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
     thread for tests (`serve_in_thread`).
     """
     app = FastAPI(title="posttrain serve", description="OpenAI-compatible chat completions.")
     _install_error_handlers(app)
-    service = ChatService(model, tokenizer, model_name, tool_prompt)
+    service = ChatService(model, tokenizer, model_name, tool_prompt, constrain_tools)
     admission = Admission(max_queue)
     watchers: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "posttrain"}
@@ -262,6 +267,7 @@ def run_serve(
     served_model_name: str | None = None,
     tool_prompt: ToolPrompt | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    constrain_tools: bool = False,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -269,9 +275,14 @@ def run_serve(
     clients must send it as `model`. Binds before loading, so a taken port fails fast.
     `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`;
     None: `serve_tool_prompt` reads it from the adapter); `max_queue` requests may wait behind the
-    one generating.
+    one generating; `constrain_tools` as in `create_app`.
     """
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
+    if constrain_tools and tool_prompt == "chat_template":
+        raise ConfigError(
+            "--constrain-tools needs the Thought→Action tool format (a chat template's tool format "
+            "cannot mark a plain answer); tool_choice required still forces a call in it"
+        )
     if max_queue < 0:
         raise PosttrainError(f"--max-queue must be 0 or more, got {max_queue}")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second

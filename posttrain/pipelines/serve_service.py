@@ -40,7 +40,7 @@ from posttrain.pipelines.serve_tools import (
     request_registry,
 )
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, chat_tool_format
-from posttrain.toolcall import ToolRegistry
+from posttrain.toolcall import ToolRegistry, tool_turn_grammar
 
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
 
@@ -78,10 +78,15 @@ class ChatService:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, model_name: str, tool_prompt: ToolPrompt = "compact"
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        tool_prompt: ToolPrompt = "compact",
+        constrain_tools: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.tool_prompt = tool_prompt
+        self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
         self.chat_format: ChatToolFormat | None = (
             chat_tool_format(tokenizer, model_name) if tool_prompt == "chat_template" else None
         )
@@ -102,6 +107,11 @@ class ChatService:
             return forced_call_grammar(registry, only, self._need_lltok("tool_choice"), self.chat_format)
         fmt = req.response_format
         if fmt is None or fmt.type == "text":
+            if registry is not None and choice == "auto" and self.constrain_tools and not self.chat_format:
+                try:
+                    return tool_turn_grammar(registry.values(), lltok=self._need_lltok("tools"))
+                except SchemaError as exc:
+                    raise APIError(400, f"cannot constrain calls of these tools: {exc}", "tools") from exc
             return None
         lltok = self._need_lltok("response_format")
         schema = fmt.json_schema.schema_ if fmt.json_schema is not None else {"type": "object"}

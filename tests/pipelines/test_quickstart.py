@@ -23,7 +23,7 @@ def test_stage_configs_carry_the_quickstart_settings_and_keep_the_recipes_defaul
         "tiny-random",
         "d/sft.jsonl",
         7,
-        16,
+        8,
     )
     assert (tune.agents.backend, tune.agents.max_episodes, tune.agents.force_min_episodes) == ("rules", 2, 2)
     assert (tune.trial.max_steps, tune.trial.max_length, tune.seal.mode) == (3, 256, "refine")
@@ -38,10 +38,9 @@ def test_stage_configs_carry_the_quickstart_settings_and_keep_the_recipes_defaul
         7,
     )
     # everything the quickstart does not set is DPO's own default (lr 5e-5 included)
-    assert dpo.train.model_dump(exclude={"max_steps", "seed", "save_steps"}) == DPOConfig().train.model_dump(
-        exclude={"max_steps", "seed", "save_steps"}
-    )
-    assert dpo.train.learning_rate == 5e-5
+    set_here = {"max_steps", "seed", "save_steps", "batch_size"}
+    assert dpo.train.model_dump(exclude=set_here) == DPOConfig().train.model_dump(exclude=set_here)
+    assert dpo.train.learning_rate == 5e-5 and dpo.train.batch_size == 2 and dpo.data.max_val == 8
 
 
 # The smallest real quickstart: one episode of one step, one DPO step, one held-out episode.

@@ -109,6 +109,26 @@ def test_auto_and_none_never_invent_calls_from_a_random_model(client: openai.Ope
         assert isinstance(choice.message.content, str)
 
 
+def test_constrain_tools_puts_auto_turns_in_the_tool_grammar(served: tuple[str, Any, Any]) -> None:
+    """--constrain-tools: an "auto" turn is decoded inside the request's tool grammar (a call of an
+    offered tool or an answer), "none" and plain chats stay free, a chat-template server refuses it."""
+    from posttrain.errors import ConfigError
+    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve_schema import ChatRequest
+    from posttrain.pipelines.serve_service import ChatService
+    from posttrain.toolcall import tool_turn_grammar
+
+    _, model, tokenizer = served
+    strict, free = (ChatService(model, tokenizer, SERVED_NAME, constrain_tools=c) for c in (True, False))
+    ask = ChatRequest.model_validate({"model": SERVED_NAME, "messages": ASK, "tools": TOOLS})
+    expected = tool_turn_grammar(registry().values())
+    assert strict.grammar_for(ask, registry(), "auto") == expected
+    assert strict.grammar_for(ask, registry(), "none") is None
+    assert free.grammar_for(ask, registry(), "auto") is None
+    with pytest.raises(ConfigError, match="--constrain-tools needs the Thought→Action"):
+        run_serve(None, None, port=0, tool_prompt="chat_template", constrain_tools=True)
+
+
 def test_reply_message_builds_calls_finals_and_raw_text_from_known_turns() -> None:
     tools = registry()
     message, finish = reply_message(format_call("Add them.", "add", {"a": 2, "b": 3.5}), tools, "auto")
