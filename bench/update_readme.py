@@ -386,7 +386,26 @@ def _align_quality(r: dict) -> str:
         out += (
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
-    return out + _align_reading(r) + _align_variants(r) + _meetings_variants(r)
+    return out + _align_reading(r) + _align_decoding(r) + _align_variants(r) + _meetings_variants(r)
+
+
+def _align_decoding(r: dict) -> str:
+    """Free vs grammar-constrained decoding of the same adapters on the same requests
+    (bench/tool_decoding.py), a table per split."""
+    out = ""
+    for split, e in (r.get("decoding") or {}).items():
+        out += (
+            f"\ntool_use decoding, {split} ({e['items']} requests, seed {e['seed']}; same adapters, same "
+            f"requests, free vs constrained: `{e['command']}`, {e['torch_threads']} thread, {e['date']}):\n\n"
+            "| model | decoding | " + " | ".join(POOL_KEYS) + " |\n" + "|---" * (len(POOL_KEYS) + 2) + "|\n"
+        )
+        for model, modes in e["models"].items():
+            for decoding, figs in modes.items():
+                flat = {k: v.get("value") for k, v in figs.items() if isinstance(v, dict)}
+                flat |= {f"{k}_ci": v.get("ci") for k, v in figs.items() if isinstance(v, dict)}
+                cells = " | ".join(_ci_cell(flat, k) for k in POOL_KEYS)
+                out += f"| {model} | {decoding} | {cells} |\n"
+    return out
 
 
 def _meetings_variants(r: dict) -> str:

@@ -140,6 +140,12 @@ class AlignEvalSettings(Strict):
         description="meetings: an episode still calling tools at its last turn is asked for the Final "
         "Answer instead; the figures report the forced share (agent_forced). false = the free loop.",
     )
+    constrained: bool = Field(
+        False,
+        description="tool_use: function-pool turns (these figures and the DPO gate's) decoded inside their "
+        "tools' grammar: a call of an offered tool with schema-valid arguments, or a final answer "
+        "(Thought→Action only).",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
     seed: int = Field(1000, description="Seed of the held-out data; never used for training or tuning.")

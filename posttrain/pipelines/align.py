@@ -72,7 +72,8 @@ class AlignData:
 def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     """The five stages for `cfg.task`; returns the run summary (also in summary.json)."""
     cfg = resumed(cfg, resume)
-    task = align_task(cfg.task, cfg.data.tool_format, cfg.model.name, cfg.evaluation.force_answer)
+    ev = cfg.evaluation
+    task = align_task(cfg.task, cfg.data.tool_format, cfg.model.name, ev.force_answer, ev.constrained)
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)
     executor = cfg.executor.model_dump()

@@ -223,6 +223,31 @@ def test_align_task_binds_the_format_from_config(tiny_spec, qwen_tokenizer, tmp_
     assert isinstance(task, ToolUseAlign) and task.chat_format.model == str(model)
 
 
+def test_a_constrained_task_decodes_each_pool_turn_inside_its_own_tools_grammar():
+    """evaluation.constrained: every function-pool turn (figures and the DPO gate) is generated with
+    its row's `tool_turn_grammar`; only Thought→Action tool_use can have it."""
+    from posttrain.toolcall import tool_turn_grammar
+
+    assert AlignConfig().evaluation.constrained is False
+    rows = pool_rows(6, 3, "validation")
+    asked: list = []
+
+    def policy(conversations, grammars=None):
+        asked.append(grammars)
+        by_request = {r["messages"][-1]["content"]: gold_turn(pool_item(r)) for r in rows}
+        return [by_request[c[-1]["content"]] for c in conversations]
+
+    task = align_task("tool_use", constrained=True)
+    figs, _ = task.evaluate(policy, task.gate_sets(3, 6), 1, True)
+    assert asked == [[tool_turn_grammar(pool_item(r).tools) for r in rows]]
+    assert figs["validation_families"]["format_validity"].value == 1.0
+    align_task("tool_use").evaluate(policy, task.gate_sets(3, 6), 1, True)
+    assert asked[-1] is None  # free unless asked
+    for bad in (("meetings",), ("tool_use", "chat_template", "tiny-random")):
+        with pytest.raises(ConfigError, match="Thought→Action format only"):
+            align_task(*bad, constrained=True)
+
+
 def _oracle(fmt: ChatToolFormat, rows: list[dict]):
     """A policy that writes each row's gold turn in the chat format (found by its user turn)."""
     by_request = {r["messages"][-1]["content"]: gold_turn(pool_item(r), fmt) for r in rows}
