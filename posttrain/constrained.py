@@ -270,10 +270,10 @@ class GrammarMasks:
     """Keeps each row of a batched `generate` inside its own grammar (a transformers logits
     processor; a None grammar leaves its row free).
 
-    Why a processor and not `sample`'s loop: tool turns are scored by the hundred, and one row at a
-    time costs what the batch costs per row only at batch size one (~5 s per tool turn on 1 CPU
-    thread for smollm2-135m). The processor runs inside `inference.generate_batch`, so the shared
-    prompt prefix, pruning of ended rows and left padding work as for free text.
+    Why a processor and not `sample`'s loop: tool turns are scored by the hundred. One at a time,
+    120 validation requests took 720 s; batched by 16, 275 s, with the same figures (smollm2-135m
+    with an SFT adapter, one thread each, beside another job). Inside `inference.generate_batch`
+    the shared prompt prefix, pruning of ended rows and left padding work as for free text.
 
     A row's token is fed to its matcher on the next call (the first call sees the prompt's last
     token and feeds nothing); once a grammar is complete its row may only end (`eos_ids`).
@@ -287,7 +287,7 @@ class GrammarMasks:
             if m is not None and m.is_error():
                 raise SchemaError(m.get_error())
         self.vocab = lltok.vocab_size
-        self.eos = list(eos_ids)
+        self.eos = list(eos_ids) or [lltok.eos_token]
         self.fed = False
 
     def keep(self, rows: Sequence[int]) -> None:

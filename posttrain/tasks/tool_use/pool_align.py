@@ -121,7 +121,7 @@ def evaluate_pool(
     elif constrained:
         replies = generate(prompts, grammars=turn_grammars(items, fmt is not None))  # type: ignore[call-arg]
     else:
-        replies = generate(prompts)  # type: ignore[call-arg]
+        replies = generate(prompts)
     figs, records = user_eval_figures(replies, items, fmt)
     for row, record in zip(rows, records, strict=True):
         record |= {
