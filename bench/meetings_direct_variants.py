@@ -3,9 +3,9 @@
 `bench/align_quality.py --tasks meetings` runs every stage (SFT, rollouts, DPO, three models'
 evaluation) and costs most of an hour; this isolates the SFT predictor that reads the scenario
 text, so an answer format or schedule can be compared in ~10-30 minutes on one thread. It trains
-a fresh LoRA (r=16, alpha=32, lr 1e-3, batch 2, packed, as the align_meetings preset) on `--rows`
-direct rows of data seed 0, then answers `--eval` held-out scenarios of seed 1000 greedily, as the
-bench's `sft_accuracy` does. Answer formats (`--fmt`):
+a fresh LoRA (r=16, alpha=32, or `--lora-r`; lr 1e-3, batch 2, packed, as the align_meetings
+preset) on `--rows` direct rows of data seed 0, then answers `--eval` held-out scenarios of seed
+1000 greedily, as the bench's `sft_accuracy` does. Answer formats (`--fmt`):
 
 - `plain`: `Final Answer: {"probability": p, "reason": r}` (the first release's format);
 - `rfirst`: the same object with the reason first (what `final_answer` writes now);
@@ -40,6 +40,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=300)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha is twice it)")
     p.add_argument("--eval", type=int, default=200, help="held-out scenarios (seed 1000)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -96,7 +97,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     resident = ResidentModel(args.model)
     tok = resident.tokenizer
-    model = resident.fresh_adapter(16, 32, 0.05, 42)
+    model = resident.fresh_adapter(args.lora_r, 2 * args.lora_r, 0.05, 42)
 
     def ask(s: Any) -> list[dict[str, str]]:
         return [{"role": "user", "content": input_text(s) + SFT_INSTRUCTION}]
@@ -122,6 +123,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "rows": args.rows,
             "epochs": args.epochs,
             "lr": args.lr,
+            "lora_r": args.lora_r,
             "steps": result.steps,
         },
         **{
@@ -133,7 +135,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "eval_s": round(time.perf_counter() - start - train_s, 1),
         "examples": texts[:3],
         "command": f"python bench/meetings_direct_variants.py {args.name} --fmt {args.fmt} "
-        f"--rows {args.rows} --epochs {args.epochs:g}",
+        f"--rows {args.rows} --epochs {args.epochs:g} --lora-r {args.lora_r}",
     }
     if args.fmt == "card":
         record["scorecard_term_accuracy"] = round(scorecard_accuracy(texts, held), 4)

@@ -416,7 +416,9 @@ def _meetings_variants(r: dict) -> str:
         ci = f" [{acc['ci'][0]:.2f}, {acc['ci'][1]:.2f}]" if acc.get("ci") else ""
         card = v.get("scorecard_term_accuracy")
         lines.append(
-            f"- `{v['run']}` ({st['fmt']}, {st['rows']} rows, {st['epochs']:g} epochs, {st['steps']} steps): "
+            f"- `{v['run']}` ({st['fmt']}, {st['rows']} rows, {st['epochs']:g} epochs, {st['steps']} steps"
+            + (f", LoRA r{st['lora_r']}" if st.get("lora_r", 16) != 16 else "")
+            + "): "
             f"accuracy {acc['value']:.3f}{ci} (n={acc['n']}), Brier {v['brier']['value']:.3f}"
             + (f", scorecard terms right {card:.2f}" if card is not None else "")
             + f". {v.get('note', '')}".rstrip()
