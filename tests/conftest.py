@@ -31,14 +31,16 @@ def tiny_tokenizer(tiny_spec: str):
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `posttrain ...` as a user would, in its own process; `env` adds to the environment."""
+    """Run `posttrain ...` as a user would, in its own process; `env` adds to the environment,
+    `stdin` is what the user types (for chat)."""
     return subprocess.run(
         [sys.executable, "-m", "posttrain.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,24 +191,12 @@ def _tool_registry(user_tools: list[Any] | None) -> Iterator[tuple[Any, str, Any
 def _tool_chat(console: Any, generate: Generate, registry: ToolRegistry, system: str, max_steps: int) -> None:
     from posttrain.toolcall import run_react
 
-    start = [{"role": "system", "content": system}]
-    history = list(start)
-    for line in _user_turns(console):
-        if line is None:
-            history = list(start)
-            continue
-        history.append({"role": "user", "content": line})
-        for step in range(1, max_steps + 1):
-            # One step at a time, so each tool call shows up as it happens; a malformed turn
-            # goes back to the model as an error observation instead of ending the reply.
-            episode = run_react([history], registry, generate, 1, on_parse_failure="continue")[0]
-            history = episode.messages
-            _show_step(console, step, episode.steps[0])
-            if episode.status == "final":
-                console.print(f"[bold cyan]model>[/] {episode.final_answer}")
-                break
-        else:
-            console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
+    def turn(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Step]:
+        # A malformed turn goes back to the model as an error observation instead of ending the reply.
+        episode = run_react([history], registry, generate, 1, on_parse_failure="continue")[0]
+        return episode.messages, episode.steps[0]
+
+    _tool_repl(console, [{"role": "system", "content": system}], max_steps, turn)
 
 
 def _template_tool_chat(
@@ -222,6 +210,21 @@ def _template_tool_chat(
     """The tool REPL in a chat template's own format: the history is kept as OpenAI messages
     (assistant `tool_calls`, `tool` results), so each prompt is exactly what
     `apply_chat_template(history, tools=...)` renders, as the adapter was trained."""
+
+    def turn(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Step]:
+        return history, template_tool_step(history, registry, fmt, generate)
+
+    _tool_repl(console, start, max_steps, turn)
+
+
+def _tool_repl(
+    console: Any,
+    start: list[dict[str, Any]],
+    max_steps: int,
+    turn: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], Step]],
+) -> None:
+    """Both tool REPLs: per user line, one model turn at a time (so each call shows as it happens)
+    until a final answer, a turn with nothing to observe, or `max_steps`; /reset restarts."""
     history = list(start)
     for line in _user_turns(console):
         if line is None:
@@ -229,15 +232,15 @@ def _template_tool_chat(
             continue
         history.append({"role": "user", "content": line})
         for number in range(1, max_steps + 1):
-            step = template_tool_step(history, registry, fmt, generate)
+            history, step = turn(history)
             _show_step(console, number, step)
             if step.parse.kind == "final":
                 console.print(f"[bold cyan]model>[/] {step.parse.final_answer}")
                 break
-            if step.parse.kind != "call":
-                break  # a broken call: this format has no turn for sending a parse error back
+            if step.observation is None:
+                break  # a broken chat-template call: that format has no turn to send an error back
         else:
-            console.print(f"[yellow]no answer without a tool call after {max_steps} steps[/]")
+            console.print(f"[yellow]no Final Answer after {max_steps} steps[/]")
 
 
 def template_tool_step(

@@ -213,15 +213,8 @@ def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_
             constrained=True,
         )
     # chat --tools prompts it with its template's tool list and reads its replies in that format
-    chat = subprocess.run(
-        [sys.executable, "-m", "posttrain.cli", "chat", "--adapter", str(adapter), "--max-new-tokens", "4"]
-        + ["--max-steps", "1", "--tools", str(tmp_path / "tools.json")],
-        input="weather in Paris?\n/quit\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    args = ("chat", "--adapter", str(adapter), "--max-new-tokens", "4", "--max-steps", "1")
+    args += ("--tools", "tools.json")
+    chat = run_cli(*args, cwd=tmp_path, stdin="weather in Paris?\n/quit\n", env={"COLUMNS": "200"})
     assert chat.returncode == 0, chat.stderr[-2000:]
     assert "your tools (get_weather, get_time)" in chat.stdout and "step 1" in chat.stdout
