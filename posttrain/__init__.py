@@ -38,6 +38,7 @@ _EXPORTS = {
     "parse_response": "posttrain.toolcall",
     "format_system_prompt": "posttrain.toolcall",
     "render_tools": "posttrain.toolcall",
+    "tool_turn_grammar": "posttrain.toolcall",
     "validate_args": "posttrain.toolcall",
 }
 

@@ -5,9 +5,9 @@ A Thought→Action turn is `Thought: <one line>` and then either an Action block
 `answer`, `Final Answer: <text>`. Whether to call stays the model's choice; the name and the
 argument names, types, enums and required keys come from the list, so the model cannot invent a
 function or a parameter. Measured with the SFT adapter of the bench run in
-bench/results/align_quality.json, greedy: AST accuracy 0.28 free and 0.44 constrained on 120
-requests of the validation families (where the choice to build it was made), 0.27 and 0.37 on
-the 200 held-out ones (`bench/tool_decoding.py`); format validity 0.64 → 0.98 there. The gain is
+bench/results/align_quality.json, greedy (`bench/tool_decoding.py`): AST accuracy 0.27 free and
+0.43 constrained on 120 requests of the validation families (where the choice to build it was
+made), 0.27 and 0.37 on the 200 held-out ones; format validity 0.64 → 0.98 there. The gain is
 argument names and types; whether to call at all stays as trained (irrelevance 0.00 both ways).
 
 In a chat template's format (`layout`: the text before the call object, its name and arguments
