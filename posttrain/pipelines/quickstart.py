@@ -105,7 +105,7 @@ def run_quickstart(cfg: QuickstartConfig, resume: bool = False) -> dict[str, Any
     families = {label: figs for label, (figs, _) in evaluated.items()}
     table = {label: figs for label, (_, figs) in evaluated.items()}
     write_report(out, cfg, tune, dpo, table, families, seconds)
-    console.print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    console.print(f"seconds per stage: {_per_stage(seconds)}")
     return {
         "run_dir": str(out),
         "tune": tune,
@@ -270,13 +270,17 @@ def write_report(
                 },
                 QUICKSTART_LABELS,
             ),
-            "\nSeconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".\n",
+            f"\nSeconds per stage: {_per_stage(seconds)}.\n",
         ]
     )
     (out / "report.md").write_text(text)
     (out / "compliance.json").write_text(json.dumps(table, indent=2) + "\n")
     (out / "families.json").write_text(json.dumps(families, indent=2) + "\n")
     return out / "report.md"
+
+
+def _per_stage(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{stage} {s:.0f}" for stage, s in seconds.items())
 
 
 def _cell(value: Any) -> Any:
