@@ -47,8 +47,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--edits", type=int, default=3, help="Timed self-edits per side.")
     p.add_argument("--epochs", type=float, default=10.0, help="Inner epochs (paper: 10).")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the box has 2 shared cores).")
-    p.add_argument("--batch", type=int, default=4, help="Self-edits trained together in the batched mode.")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core).")
+    p.add_argument("--batch", type=int, default=8, help="Self-edits trained together in the batched mode.")
     p.add_argument("--rounds", type=int, default=3, help="Timed A/B rounds of the batched mode (>= 3).")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p
@@ -204,6 +204,34 @@ def _together(inner, work) -> dict:
     return {"s": time.perf_counter() - t0, "eval_s": eval_s[0], "f1": f1s}
 
 
+def _gemm_gflops(m: int, k: int, n: int, reps: int = 200) -> float:
+    """A plain fp32 GEMM's rate at m rows: what one forward's matmuls can reach at that width."""
+    x, w = torch.randn(m, k), torch.randn(n, k)
+    for _ in range(10):
+        torch.nn.functional.linear(x, w)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.nn.functional.linear(x, w)
+    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _limit(config, tokens: int, steps_alone: int, steps_together: int) -> dict:
+    """What batching can buy here at most: the GEMM rate at the batched pass's width (tokens per
+    forward) over the rate at one update's, on the model's MLP shape. Matmuls are most of a
+    step; the optimizer and gradient clipping are per update and do not shrink at all."""
+    alone, together = round(tokens / steps_alone), round(tokens / steps_together)
+    shape = (config.hidden_size, config.intermediate_size)
+    rate_alone, rate_together = _gemm_gflops(alone, *shape), _gemm_gflops(together, *shape)
+    return {
+        "tokens_per_forward_one_at_a_time": alone,
+        "tokens_per_forward_together": together,
+        "gemm_shape": list(shape),
+        "gemm_gflops_one_at_a_time": round(rate_alone, 1),
+        "gemm_gflops_together": round(rate_together, 1),
+        "gemm_ceiling_speedup": round(rate_together / rate_alone, 2),
+    }
+
+
 def _spread(times: list[float]) -> dict:
     return {
         "median_s": round(statistics.median(times), 3),
@@ -262,6 +290,12 @@ def run_batched(spec: str, args: argparse.Namespace) -> dict:
             2,
         ),
         "max_loss_diff": diff,
+        "limit": _limit(
+            inner.model.config,
+            sum(t.result.train_tokens for t in trained),
+            sum(len(x) for x in together_losses),
+            max(len(x) for x in together_losses),
+        ),
         "f1_one_at_a_time": a_runs[-1]["f1"],
         "f1_together": b_runs[-1]["f1"],
     }
@@ -270,7 +304,8 @@ def run_batched(spec: str, args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> dict:
     from posttrain.models import ResidentModel, device_settings
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     resident = ResidentModel(args.model, device_settings())
     passage, rows = _work(resident.tokenizer)
     ours, base = run_ours(resident, passage, rows, args)
@@ -285,7 +320,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     out = {
         "model": args.model,
-        "device": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
+        "device": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
         "edits": args.edits,
         "epochs": args.epochs,
         "rows_per_edit": len(rows),

@@ -17,7 +17,7 @@ seed and `SFTArgs`, its per-step losses equal `sft_train`'s within float noise
 - the loss of `GuardedSFTTrainer`: cross-entropy summed over label positions, divided by
   the label count of the whole optimizer step (`num_items_in_batch`), logits only where a
   label exists;
-- AdamW (HF's default is fused; fused on CUDA, foreach on CPU where fused is slower),
+- AdamW, fused (HF's default) on every device,
   gradient clipping,
   the HF scheduler with `ceil(warmup_ratio * steps)` warmup steps, `set_seed(seed)` first.
 
@@ -148,11 +148,11 @@ def summed_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _optimizer(params: list[torch.nn.Parameter], hp: SFTArgs) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {"lr": hp.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8}
-    # HF's default is the fused kernel; on CPU it took 5x the time of foreach on LoRA-sized
-    # tensors (9 ms vs 2 ms a step, 28 tensors), and the two agree to float rounding.
-    if params and params[0].device.type == "cuda":
-        return torch.optim.AdamW(params, weight_decay=hp.weight_decay, fused=True, **kwargs)
-    return torch.optim.AdamW(params, weight_decay=hp.weight_decay, foreach=True, **kwargs)
+    # The fused kernel (HF's default) on every device: on this torch (2.13, CPU) it steps
+    # LoRA-sized tensors 4-5x faster than foreach (28 tensors: 0.3 vs 1.3 ms; r=16 on every
+    # linear layer of smollm2-135m, 420 tensors: 5 vs 23 ms, two threads), which on CPU runs
+    # tensor by tensor. Earlier torch builds were the other way round.
+    return torch.optim.AdamW(params, weight_decay=hp.weight_decay, fused=True, **kwargs)
 
 
 def _epoch_order(n: int, data_seed: int, epoch: int) -> list[int]:
@@ -214,8 +214,10 @@ def lean_train(model: Any, tokenizer: Any, rows: Sequence[dict], hp: SFTArgs) ->
                 step = result.steps + 1
                 if not math.isfinite(step_loss):
                     raise FloatingPointError(f"training diverged at step {step}: loss is {step_loss}")
-                torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-                if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                # The norm is non-finite iff a gradient is (or their squares overflow): one
+                # check instead of isfinite over every tensor, which was 7% of a LoRA step.
+                norm = torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+                if not torch.isfinite(norm):
                     raise FloatingPointError(f"training diverged at step {step}: non-finite gradient")
                 optimizer.step()
                 scheduler.step()
