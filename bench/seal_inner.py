@@ -23,7 +23,13 @@ and so do the F1s. The two sides alternate A B A B for `--rounds` rounds after a
 warm-up of each; the JSON has every round's time, the median and the spread, and the split
 into training and evaluation (evaluation stays one self-edit at a time on both sides).
 
+Then, with `--parts workers` (needs Ray): the same K self-edits through the SEAL pipeline's own
+scorer (`inner_scorer`), one at a time in this process against `--workers` Ray workers of one
+thread each, one self-edit per task or K/workers updates trained together per task; rounds
+interleaved after a warm-up of each. A part not run keeps its earlier figures in `--out`.
+
     python bench/seal_inner.py                    # smollm2-135m, writes bench/results/seal_inner.json
+    python bench/seal_inner.py --parts workers --workers 2    # adds the workers part
     python bench/seal_inner.py --model tiny-random --edits 1 --epochs 1 --batch 3 --out /tmp/x.json   # smoke
 """
 
@@ -50,6 +56,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core).")
     p.add_argument("--batch", type=int, default=8, help="Self-edits trained together in the batched mode.")
     p.add_argument("--rounds", type=int, default=3, help="Timed A/B rounds of the batched mode (>= 3).")
+    p.add_argument(
+        "--parts",
+        default="single,batched",
+        help="Comma-separated parts to run: single, batched, workers (needs Ray). Parts not run keep "
+        "their earlier figures in --out.",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Ray workers of the workers part.")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p
 
@@ -301,11 +314,67 @@ def run_batched(spec: str, args: argparse.Namespace) -> dict:
     }
 
 
-def main(args: argparse.Namespace) -> dict:
+def run_workers(args: argparse.Namespace) -> dict:
+    """More evaluations a minute from more processes: the pipeline's scorer one at a time in this
+    process (A, torch's threads) against `--workers` Ray workers of one thread each (Ray gives a
+    task one CPU), one self-edit per task (C) and K/workers updates trained together per task (D).
+    Rounds go A C D after an untimed warm-up of each (the workers load the model once)."""
+    from posttrain.executors import import_ray, make_executor, worker_env
+    from posttrain.models import ResidentModel
+    from posttrain.pipelines.seal import InnerJob, InnerSpec, inner_scorer
+    from posttrain.tasks.seal.domains import KnowledgeDomain
+
+    spec = InnerSpec(args.model, "cpu", "auto", 32, 64, 0.0, _hp(args.epochs, 0), 0)
+    inner = spec.build(ResidentModel(spec.model, spec.settings()))
+    domain = KnowledgeDomain(answer_tokens=24)
+    work = _batched_work(args.batch)
+    jobs = [InnerJob(passage, rows, {}, [100 + i]) for i, (passage, rows) in enumerate(work)]
+    keys = [f"edit{i}" for i in range(len(jobs))]
+    per_task = -(-len(jobs) // args.workers)
+    contenders = {"local_one_at_a_time": ("local", 1), "ray_one_at_a_time": ("ray", 1)}
+    contenders["ray_together"] = ("ray", per_task)
+    ray = import_ray()  # started here so that it has exactly `--workers` CPUs
+    ray.init(
+        num_cpus=args.workers,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": worker_env()},
+    )
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    scores: dict[str, list[float]] = {}
+    try:
+        scorers = {
+            name: inner_scorer(make_executor(kind), domain, inner, spec, k)  # type: ignore[arg-type]
+            for name, (kind, k) in contenders.items()
+        }
+        for name, score in scorers.items():  # warm-up: the workers load the model here
+            scores[name] = [s for per_job in score(jobs, keys) for s in per_job]
+        for _ in range(args.rounds):
+            for name, score in scorers.items():
+                t0 = time.perf_counter()
+                score(jobs, keys)
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
+    base = statistics.median(times["local_one_at_a_time"])
+    return {
+        "k": len(jobs),
+        "workers": args.workers,
+        "updates_per_task_together": per_task,
+        "rounds": args.rounds,
+        **{name: _spread(t) for name, t in times.items()},
+        "evals_per_min": {name: round(60 * len(jobs) / statistics.median(t), 2) for name, t in times.items()},
+        "speedup_vs_local_one_at_a_time": {
+            name: round(base / statistics.median(t), 2) for name, t in times.items()
+        },
+        "f1": scores,
+    }
+
+
+def run_single(args: argparse.Namespace) -> dict:
+    """One self-edit evaluation, ours against the official recipe's way."""
     from posttrain.models import ResidentModel, device_settings
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     resident = ResidentModel(args.model, device_settings())
     passage, rows = _work(resident.tokenizer)
     ours, base = run_ours(resident, passage, rows, args)
@@ -318,9 +387,7 @@ def main(args: argparse.Namespace) -> dict:
         ),
         default=0.0,
     )
-    out = {
-        "model": args.model,
-        "device": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
+    return {
         "edits": args.edits,
         "epochs": args.epochs,
         "rows_per_edit": len(rows),
@@ -336,9 +403,25 @@ def main(args: argparse.Namespace) -> dict:
         "max_loss_diff": diff,
         "ours_f1": ours["f1"],
         "naive_f1": naive["f1"],
-        "batched": run_batched(args.model, args),
     }
-    # Records of earlier comparisons (e.g. before_after_one_house) are kept beside the new run.
+
+
+def main(args: argparse.Namespace) -> dict:
+    parts = set(args.parts.split(","))
+    if unknown := parts - {"single", "batched", "workers"}:
+        raise SystemExit(f"--parts: unknown part(s) {sorted(unknown)}; choose from single, batched, workers")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out: dict = {"model": args.model}
+    if "single" in parts:
+        cpu = platform.processor() or platform.machine()
+        out["device"] = f"{cpu}, torch threads {torch.get_num_threads()}"
+        out |= run_single(args)
+    if "batched" in parts:
+        out["batched"] = run_batched(args.model, args)
+    if "workers" in parts:
+        out["workers"] = run_workers(args)
+    # Parts not run, and records of earlier comparisons (e.g. before_after_one_house), are kept.
     earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
     out |= {k: v for k, v in earlier.items() if k not in out}
     args.out.parent.mkdir(parents=True, exist_ok=True)
