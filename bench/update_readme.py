@@ -160,6 +160,7 @@ def _seal_workers(w: dict | None) -> str:
         for name, label in names
     )
     same = all(w["f1"][name] == w["f1"]["local_one_at_a_time"] for name, _ in names)
+    speed = w["speedup_vs_local_one_at_a_time"]
     return (
         f"\nThe same {w['k']} self-edits through the SEAL pipeline's own scorer (`inner_scorer`), "
         f"spread over processes: Ray gives each task one CPU, so each of the {w['workers']} workers "
@@ -167,7 +168,12 @@ def _seal_workers(w: dict | None) -> str:
         f"`python bench/seal_inner.py --parts workers --workers {w['workers']}`, {w['rounds']} interleaved "
         "rounds after a warm-up of each (the workers load the model then), median (min–max) seconds "
         f"for all {w['k']}; the F1s are {'the same' if same else 'NOT the same'} on every side.\n\n"
-        "| how | s | evals/min | speedup |\n|---|---|---|---|\n" + rows
+        "| how | s | evals/min | speedup |\n|---|---|---|---|\n"
+        + rows
+        + f"\nOf the {speed['ray_together']}x, {speed['ray_one_at_a_time']}x is the processes alone (one "
+        "update's forward is too narrow for a second thread to pay, so one thread each uses the cores "
+        f"better) and {speed['ray_together'] / speed['ray_one_at_a_time']:.2f}x is training "
+        f"{w['updates_per_task_together']} updates together inside each.\n"
     )
 
 

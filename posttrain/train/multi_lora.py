@@ -194,16 +194,21 @@ def _new_update(tokenizer: Any, rows: Sequence[dict], hp: SFTArgs, layers: list)
 
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)`: no soft-capping or logit
 # scaling between the two (Gemma, Cohere and Granite have one), so the head can run apart;
-# their masks also read packed rows from position_ids (transformers' create_causal_mask).
+# their attention goes through transformers' AttentionInterface with the forward's keyword
+# arguments, which is how `_rows_attention` gets the packed rows' bounds.
 PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def _body_and_head(model: Any) -> tuple[nn.Module, nn.Module] | None:
-    """The decoder body and LM head of a plain-head model whose head is not a LoRA layer, else None."""
+    """The decoder body and LM head of a plain-head model whose head is not a LoRA layer and
+    whose rows can be packed, else None. A sliding window is left to the padded path: SDPA
+    without a mask (`_rows_attention`) would attend past it."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = lm.get_output_embeddings()
     body = lm.base_model
     if lm.config.model_type not in PLAIN_HEAD_TYPES or head is None or body is lm or hasattr(head, "lora_A"):
+        return None
+    if getattr(lm.config, "sliding_window", None) and getattr(lm.config, "use_sliding_window", True):
         return None
     return body, head
 

@@ -128,7 +128,17 @@ def test_batched_updates_equal_separate_lean_runs(resident, edits, kw, steps, he
     assert not torch.allclose(together[0].weights[a_name], together[1].weights[a_name])
 
 
+def test_a_sliding_window_model_pads_instead_of_packing(resident, monkeypatch):
+    # Packed rows attend by SDPA without a mask, which would look past a sliding window.
+    config = resident.model.get_base_model().config
+    assert multi_lora._body_and_head(resident.model) is not None
+    monkeypatch.setattr(config, "sliding_window", 8, raising=False)
+    monkeypatch.setattr(config, "use_sliding_window", True, raising=False)
+    assert multi_lora._body_and_head(resident.model) is None
+
+
 def test_a_diverged_update_stops_alone(resident):
+    # Packed into one sequence with the others: its NaNs must not reach their rows.
     updates = [(EDITS[0], _hp(seed=1)), (EDITS[1], _hp(seed=2, learning_rate=1e30)), (EDITS[2], _hp(seed=3))]
     alone = _separately(resident, updates)
     together = multi_lean_train(resident.model, resident.tokenizer, updates)
