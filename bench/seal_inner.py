@@ -331,8 +331,11 @@ def run_workers(args: argparse.Namespace) -> dict:
     jobs = [InnerJob(passage, rows, {}, [100 + i]) for i, (passage, rows) in enumerate(work)]
     keys = [f"edit{i}" for i in range(len(jobs))]
     per_task = -(-len(jobs) // args.workers)
-    contenders = {"local_one_at_a_time": ("local", 1), "ray_one_at_a_time": ("ray", 1)}
-    contenders["ray_together"] = ("ray", per_task)
+    contenders = {
+        "local_one_at_a_time": ("local", 1),
+        "ray_one_at_a_time": ("ray", 1),
+        "ray_together": ("ray", per_task),
+    }
     ray = import_ray()  # started here so that it has exactly `--workers` CPUs
     ray.init(
         num_cpus=args.workers,

@@ -199,11 +199,16 @@ def _new_update(tokenizer: Any, rows: Sequence[dict], hp: SFTArgs, layers: list)
 PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
+def _unwrapped(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _body_and_head(model: Any) -> tuple[nn.Module, nn.Module] | None:
     """The decoder body and LM head of a plain-head model whose head is not a LoRA layer and
     whose rows can be packed, else None. A sliding window is left to the padded path: SDPA
     without a mask (`_rows_attention`) would attend past it."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = _unwrapped(model)
     head = lm.get_output_embeddings()
     body = lm.base_model
     if lm.config.model_type not in PLAIN_HEAD_TYPES or head is None or body is lm or hasattr(head, "lora_A"):
@@ -213,10 +218,11 @@ def _body_and_head(model: Any) -> tuple[nn.Module, nn.Module] | None:
     return body, head
 
 
-def _packed(examples: Sequence[Example], device: Any) -> dict[str, torch.Tensor]:
-    """The rows end to end in one sequence, positions restarting at 0 for each; `row` is each
-    token's row. A row's first label is dropped: the shift would have the previous row's last
-    token predict it, and lean never counts it (it counts labels[:, 1:])."""
+def _packed(examples: Sequence[Example], device: Any) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The rows end to end in one sequence, positions restarting at 0 for each, `row` naming each
+    token's row; and the row bounds (row i is tokens bounds[i]:bounds[i + 1]). A row's first
+    label is dropped: the shift would have the previous row's last token predict it, and lean
+    never counts it (it counts labels[:, 1:])."""
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
@@ -227,7 +233,8 @@ def _packed(examples: Sequence[Example], device: Any) -> dict[str, torch.Tensor]
         positions += range(len(ex.input_ids))
         row += [i] * len(ex.input_ids)
     out = {"input_ids": ids, "labels": labels, "position_ids": positions, "row": row}
-    return {k: torch.tensor([v], dtype=torch.long, device=device) for k, v in out.items()}
+    bounds = [0, *itertools.accumulate(len(ex.input_ids) for ex in examples)]
+    return {k: torch.tensor([v], dtype=torch.long, device=device) for k, v in out.items()}, bounds
 
 
 ROWS_ATTENTION = "posttrain_packed_rows"
@@ -258,7 +265,7 @@ def _rows_attention(
 @contextmanager
 def _rows_attention_on(model: Any, on: bool) -> Iterator[None]:
     """The model's attention is `_rows_attention` for the pass (if `on`); always restored."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = _unwrapped(model)
     old = lm.config._attn_implementation
     if on:
         from transformers import AttentionInterface
@@ -272,24 +279,24 @@ def _rows_attention_on(model: Any, on: bool) -> Iterator[None]:
             lm.set_attn_implementation(old)
 
 
-def _packed_row_losses(body: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _packed_row_losses(
+    body: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor], bounds: list[int]
+) -> torch.Tensor:
     """Per-row cross-entropy sums of a `_packed` batch (lean's `summed_loss`, one sum per row).
 
     The head runs on the label positions only: on a 49k vocabulary it is most of a small
     model's compute. Runs under `_rows_attention_on`.
     """
     labels = _shifted(batch["labels"])[0]
-    rows = batch["row"][0]
-    starts = (batch["position_ids"][0] == 0).nonzero().squeeze(-1).tolist()
     hidden = body(
         input_ids=batch["input_ids"],
         position_ids=batch["position_ids"],
         use_cache=False,
-        row_bounds=[*starts, len(rows)],
+        row_bounds=bounds,
     ).last_hidden_state[0]
     cols = (labels != -100).nonzero().squeeze(-1)
     ce = F.cross_entropy(head(hidden[cols]).float(), labels[cols], reduction="none")
-    return ce.new_zeros(int(rows[-1]) + 1).index_add(0, rows[cols], ce)
+    return ce.new_zeros(len(bounds) - 1).index_add(0, batch["row"][0][cols], ce)
 
 
 def _padded_row_losses(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -333,12 +340,10 @@ def _micro_pass(p: _Pass, live: list[tuple[int, _Update]], step: int, m: int) ->
     if not rows:
         return
     if p.split is not None:  # packed: the segments are token ranges of the one sequence
-        ends = list(itertools.accumulate(len(ex.input_ids) for ex in rows))
+        batch, bounds = _packed(rows, p.device)
         p.routing.dim = 1
-        p.routing.segments = [
-            (slot, ends[start - 1] if start else 0, ends[end - 1]) for slot, _, start, end in owners
-        ]
-        per_row = _packed_row_losses(*p.split, _packed(rows, p.device))
+        p.routing.segments = [(slot, bounds[start], bounds[end]) for slot, _, start, end in owners]
+        per_row = _packed_row_losses(*p.split, batch, bounds)
     else:
         p.routing.dim = 0
         p.routing.segments = [(slot, start, end) for slot, _, start, end in owners]
