@@ -59,7 +59,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         ],
         "meetings": [
             "data.train_rows=240",
-            "data.agent_demos=24",
+            "data.agent_demos=96",
             "pairs.synthetic=24",
             "pairs.on_policy=8",
             "dpo.train.max_steps=12",
@@ -151,6 +151,7 @@ def meetings_block(summary: dict[str, Any]) -> dict[str, Any]:
     out |= fig("trajectory_accuracy", traj)
     out |= fig("dpo_accuracy", by_model.get("dpo", {}).get("agent_accuracy"))
     out |= fig("majority_baseline", refs["majority_baseline"])
+    out |= fig("majority_baseline_brier", refs["majority_baseline_brier"])
     out |= fig("oracle_accuracy", refs["oracle_accuracy"])
     out["n"] = refs["oracle_accuracy"]["n"]
     for model, figs in by_model.items():

@@ -402,6 +402,9 @@ MEETINGS_KEYS = (
     "dpo_accuracy",
     "majority_baseline",
     "oracle_accuracy",
+    "dpo_agent_parse_rate",
+    "dpo_agent_brier",
+    "majority_baseline_brier",
 )
 
 
@@ -466,19 +469,27 @@ def _align_decoding(r: dict) -> str:
     return out
 
 
+def _checklist_cell(checks: dict[str, float]) -> str:
+    """Each checklist line's share right, then how often the side followed the model's own count."""
+    terms = ", ".join(f"{k} {v:.2f}" for k, v in checks.items() if k != "side_follows_count")
+    return f"({terms}; side follows the count {checks['side_follows_count']:.2f})"
+
+
 def _meetings_variants(r: dict) -> str:
     """The meetings direct-predictor variants (bench/meetings_direct_variants.py), a line each."""
     lines = []
     for v in r.get("meetings_variants", []):
         st, acc = v["settings"], v["accuracy"]
         ci = f" [{acc['ci'][0]:.2f}, {acc['ci'][1]:.2f}]" if acc.get("ci") else ""
-        card = v.get("scorecard_term_accuracy")
+        card, checks = v.get("scorecard_term_accuracy"), v.get("checklist_term_accuracy")
         lines.append(
             f"- `{v['run']}` ({st['fmt']}, {st['rows']} rows, {st['epochs']:g} epochs, {st['steps']} steps"
             + (f", LoRA r{st['lora_r']}" if st.get("lora_r", 16) != 16 else "")
+            + (f", lr {st['lr']:g}" if st.get("lr", 1e-3) != 1e-3 else "")
             + "): "
             f"accuracy {acc['value']:.3f}{ci} (n={acc['n']}), Brier {v['brier']['value']:.3f}"
             + (f", scorecard terms right {card:.2f}" if card is not None else "")
+            + (f", checklist words right {_checklist_cell(checks)}" if checks else "")
             + f". {v.get('note', '')}".rstrip()
         )
     if not lines:
@@ -547,17 +558,24 @@ def _align_reading(r: dict) -> str:
         parsed = [b.get(f"{m}_agent_parse_rate", 0.0) for m in ("sft", "dpo")]
         (lo, _), (_, maj_hi) = b["sft_accuracy_ci"], b["majority_baseline_ci"]
         briers = [b.get(f"{m}_agent_brier") for m in ("sft", "dpo")]
+        dpo_lo = b["dpo_accuracy_ci"][0]
+        # Runs from before the majority baseline's Brier was recorded compare with a constant 0.5's.
+        base_brier = b.get("majority_baseline_brier", 0.25)
+        base_name = "the training success rate's" if "majority_baseline_brier" in b else "a constant 0.5's"
         notes.append(
             f"Meetings: the SFT predictor ({b['sft_accuracy']:.2f}) is {side} the majority baseline "
             f"({b['majority_baseline']:.2f})"
             + (", but their CIs overlap" if lo <= maj_hi else "")
-            + f"; the tool-using agents make {calls[0]:.1f} (SFT) and "
+            + f"; the DPO agent scores {b['dpo_accuracy']:.2f}, its CI's lower bound ({dpo_lo:.2f}) "
+            + ("above" if dpo_lo > b["majority_baseline"] else "not above")
+            + f" the majority baseline; the tool-using agents make {calls[0]:.1f} (SFT) and "
             f"{calls[1]:.1f} (DPO) tool calls on average and end with a parsable probability in "
             f"{parsed[0]:.0%} and {parsed[1]:.0%} of scenarios"
             + (
-                f"; their Brier scores ({briers[0]:.2f}, {briers[1]:.2f}) are worse than a constant 0.5's "
-                "(0.25): the answers are confident and often on the wrong side."
-                if None not in briers and min(briers) > 0.25
+                f"; their Brier scores ({briers[0]:.2f}, {briers[1]:.2f}) are "
+                + ("below" if max(briers) < base_brier else "not below")
+                + f" {base_name} ({base_brier:.2f})."
+                if None not in briers
                 else "."
             )
         )

@@ -69,7 +69,7 @@ class AlignRolloutSettings(Strict):
     force_answer: bool = Field(
         True,
         description="meetings: a trajectory still calling tools at its last turn is asked for the Final "
-        "Answer instead (prefilled after 'Final Answer:'); traces mark it forced. false = every turn free.",
+        "Answer instead (its answer Thought prefilled); traces mark it forced. false = every turn free.",
     )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")

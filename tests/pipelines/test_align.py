@@ -183,7 +183,7 @@ def test_align_meetings_end_to_end(tiny_spec, tmp_path):
     results = json.loads((run / "eval.json").read_text())
     n = PRESET["evaluation"]["scenarios"]
     assert results["splits"]["heldout"]["sft"]["direct_accuracy"]["n"] == n
-    assert set(results["references"]) == {"majority_baseline", "oracle_accuracy"}
+    assert set(results["references"]) == {"majority_baseline", "majority_baseline_brier", "oracle_accuracy"}
     # Synthetic pairs are two scripted trajectories of one scenario, under that scenario's prompt.
     scenarios = {s.scenario_id: s for s in mt.generate_scenarios(PRESET["pairs"]["synthetic"], 42 + 1)}
     for p in pairs:

@@ -7,10 +7,10 @@ features with tools before answering (phase 2, trajectories); trajectories ranke
 answer after 0-3 calls, forces the answer at the step cap and ranks by `calibrated_reward`.
 
 scenario.py holds the formula and the hidden outcome; tools.py the three tools; trajectories.py
-the prompt, answer format and scripted agents; reward.py answer parsing, rewards and metrics;
-data.py CSV, SFT rows, preference pairs and trace files; agent.py the agent in the ReAct loop;
-align.py the task as `posttrain align` runs it. Everything is deterministic given a seed and
-needs no model.
+the prompt, answer format and scripted agents; checklist.py the per-term checklist answers open
+with; reward.py answer parsing, rewards and metrics; data.py CSV, SFT rows, preference pairs and
+trace files; agent.py the agent in the ReAct loop; align.py the task as `posttrain align` runs it.
+Everything is deterministic given a seed and needs no model.
 """
 
 from posttrain.tasks.meetings.agent import (

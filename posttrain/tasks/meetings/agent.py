@@ -24,10 +24,10 @@ from posttrain.toolcall import (
 )
 
 # At the step cap the last observation carries this, and the assistant turn is opened with
-# `FORCED_PREFIX` (the demos' own answer opening, up to the reason's opening quote), so the model
-# writes only the reason and probability instead of another call it has no turn left for.
+# `FORCED_PREFIX` (the demos' own answer opening, up to the checklist), so the model writes the
+# checklist and answer, as the demos do, instead of another call it has no turn left for.
 FORCE_INSTRUCTION = "No tool calls are left. Reply now with your Final Answer."
-FORCED_PREFIX = f'Thought: {ANSWER_THOUGHT}\nFinal Answer: {{"reason": "'
+FORCED_PREFIX = f"Thought: {ANSWER_THOUGHT}"
 
 
 def meetings_registry(scenario: Scenario) -> ToolRegistry:
@@ -137,7 +137,9 @@ def force_final_answers(
     if len(outputs) != len(todo):
         raise ValueError(f"generate returned {len(outputs)} texts for {len(todo)} conversations")
     for i, text in zip(todo, outputs, strict=True):
-        ep, raw = episodes[i], FORCED_PREFIX + text.strip()  # inside the reason's quotes: no space
+        text = text.strip()
+        sep = " " if text.startswith("Checklist") else "\n"  # the checklist stays on the Thought's line
+        ep, raw = episodes[i], FORCED_PREFIX + sep + text
         result = parse_response(raw, registries[i])
         ep.messages.append({"role": "assistant", "content": result.turn or raw})
         ep.steps.append(Step(raw, result))

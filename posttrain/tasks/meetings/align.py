@@ -60,10 +60,14 @@ def meetings_metrics(
 
 
 def meetings_references(train_outcomes: Sequence[int], scenarios: Sequence[Scenario]) -> dict[str, Figure]:
-    """The majority-class baseline (majority of the training outcomes) and the noise-free oracle."""
+    """The majority-class baseline (majority of the training outcomes), the Brier score of
+    forecasting the training success rate every time (the majority baseline as a probability:
+    a model's Brier below it says its probabilities carry information), and the noise-free oracle."""
     majority = int(2 * sum(train_outcomes) >= len(train_outcomes))
+    rate = sum(train_outcomes) / len(train_outcomes)
     return {
         "majority_baseline": figure([s.outcome == majority for s in scenarios]),
+        "majority_baseline_brier": figure([(rate - s.outcome) ** 2 for s in scenarios]),
         "oracle_accuracy": figure([_correct(s.clean_prob, s.outcome) for s in scenarios]),
     }
 
@@ -239,5 +243,5 @@ class MeetingsAlign:
         return figs, records
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:
-        """Majority baseline and oracle on the held-out scenarios."""
+        """Majority baseline (accuracy and Brier) and oracle on the held-out scenarios."""
         return meetings_references(train_outcomes, sets["heldout"])

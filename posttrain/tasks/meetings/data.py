@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import DataError
+from posttrain.tasks.meetings.checklist import checklist, scenario_lines
 from posttrain.tasks.meetings.reward import CalibratedReward, RewardBreakdown, calculate_reward
 from posttrain.tasks.meetings.scenario import Scenario, input_text
 from posttrain.tasks.meetings.trajectories import ANSWER_SHAPE, Trajectory, final_answer
@@ -167,6 +168,11 @@ def save_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
 SFT_INSTRUCTION = f"\nWill this meeting succeed? Reply as {ANSWER_SHAPE}"
 
 
+def direct_completion(s: Scenario) -> str:
+    """The checklist of the scenario's terms (checklist.py says why), then the answer."""
+    return f"{checklist(scenario_lines(s))}\n{final_answer(s.clean_prob, s.reason)}"
+
+
 def sft_rows(scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
     """TRL conversational prompt-completion rows. The target is the noise-free probability
     (2 decimals), not the realised outcome or the noisy probability: the noise is unobservable,
@@ -175,7 +181,7 @@ def sft_rows(scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
     return [
         {
             "prompt": [{"role": "user", "content": input_text(s) + SFT_INSTRUCTION}],
-            "completion": [{"role": "assistant", "content": final_answer(s.clean_prob, s.reason)}],
+            "completion": [{"role": "assistant", "content": direct_completion(s)}],
         }
         for s in scenarios
     ]

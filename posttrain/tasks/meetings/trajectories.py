@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from posttrain.tasks.meetings.checklist import checklist, observed_lines
 from posttrain.tasks.meetings.scenario import (
     C_ENERGY,
     DAY_EFFECT,
@@ -32,8 +33,8 @@ from posttrain.tasks.meetings.scenario import (
 )
 from posttrain.tasks.meetings.tools import ExecutedCall, execute_call
 
-# The answer's shape as the prompts ask for it, in `final_answer`'s key order (reason first).
-ANSWER_SHAPE = 'Final Answer: {"reason": "<reason>", "probability": <0-1>}'
+# The answer's shape as the prompts ask for it, in `final_answer`'s key order (side first).
+ANSWER_SHAPE = 'Final Answer: {"success": <true|false>, "reason": "<reason>", "probability": <0-1>}'
 AGENT_INSTRUCTION = (
     "Use the tools get_profile, get_schedule_context and topic_overlap (1 to 3 calls), then reply "
     f"{ANSWER_SHAPE}."
@@ -49,14 +50,18 @@ def agent_prompt(scenario: Scenario) -> str:
 
 
 def final_answer(probability: float, reason: str) -> str:
-    """The answer with the reason FIRST. A reason names the term that decided the side (a helping
-    term for success, a hurting one for failure), so writing it commits the model to a side in
-    words before any digit. Probability first, greedy decoding picked the commonest first digit:
-    targets cluster near 0 and 1 and "0.0" is the mode, so SFT'd smollm2-135m answered 0.0 on
-    every held-out scenario (accuracy 0.48 = the minority rate, n=200), at 1 SFT epoch and at 3.
-    Reason first at 3 epochs, its answers followed the input: accuracy 0.585 (n=200; the variants
-    are in bench/results/align_quality.json -> meetings_variants)."""
-    return "Final Answer: " + json.dumps({"reason": reason, "probability": round(probability, 2)})
+    """The answer with the side FIRST, then the reason, then the probability.
+
+    Probability first, greedy decoding picked the commonest first digit: targets cluster near 0
+    and 1 and "0.0" is the mode, so SFT'd smollm2-135m answered 0.0 on every held-out scenario
+    (accuracy 0.48 = the minority rate, n=200). Reason first (a reason names the term that
+    decided the side), the answers followed the input: 0.585. But greedy then takes the likeliest
+    of 14 reasons, and the likeliest single reason can sit on the side the model finds less likely
+    in total; a `success` flag first is one binary token, so greedy takes the likelier side:
+    0.60 at lr 1e-3 and 0.62 at 3e-3 (n=200, same 300 rows x 3 epochs; bench/results/
+    align_quality.json -> meetings_variants)."""
+    answer = {"success": probability > 0.5, "reason": reason, "probability": round(probability, 2)}
+    return "Final Answer: " + json.dumps(answer)
 
 
 @dataclass
@@ -214,6 +219,11 @@ def informed_probability(terms: dict[str, float], day: int) -> float:
     return sigmoid(z / math.sqrt(1.0 + math.pi * var / 8.0))
 
 
+def answer_thought(calls: Sequence[ExecutedCall]) -> str:
+    """`ANSWER_THOUGHT`, then the checklist of what the calls revealed (checklist.py)."""
+    return " ".join(filter(None, (ANSWER_THOUGHT, checklist(observed_lines(calls)))))
+
+
 def demo_trajectory(scenario: Scenario, rng: random.Random, calls: int | None = None) -> Trajectory:
     """An SFT demo: the first `calls` of `DEMO_CALLS` (drawn from `DEMO_CALL_WEIGHTS` when None),
     then a Final Answer with the probability calibrated to what those calls revealed."""
@@ -235,6 +245,6 @@ def demo_trajectory(scenario: Scenario, rng: random.Random, calls: int | None = 
         tool_calls=done,
         probability=prob,
         reason=reason,
-        final_text=f"Thought: {ANSWER_THOUGHT}\n{final_answer(prob, reason)}",
+        final_text=f"Thought: {answer_thought(done)}\n{final_answer(prob, reason)}",
         policy=f"demo(calls={k})",
     )

@@ -29,6 +29,7 @@ def test_meetings_metrics_by_hand():
     assert figs["calls_2_to_5"].value == 0.5
     refs = mt.meetings_references([1, 1, 0], scenarios)
     assert refs["majority_baseline"].value == 0.5
+    assert refs["majority_baseline_brier"].value == pytest.approx(((2 / 3 - 1) ** 2 + (2 / 3) ** 2) / 2)
     # founder + investor is the best pairing: the noise-free formula says success for all four.
     assert all(s.clean_prob > 0.5 for s in scenarios)
     assert refs["oracle_accuracy"].value == 0.5

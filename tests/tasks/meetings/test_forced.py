@@ -4,6 +4,8 @@ and the prefilled assistant turn on the real tokenizer and tiny-random model."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -12,11 +14,11 @@ from posttrain.models import load_for_inference
 from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.episodes import run_react_each
-from posttrain.toolcall import format_call, format_final
+from posttrain.toolcall import Episode, format_call, format_final
 
 CALL = format_call("Who is A?", "get_profile", {"person": "A"})
 ANSWER = format_final("Done.", '{"reason": "fatigue", "probability": 0.3}')
-FORCED_REPLY = 'high energy", "probability": 0.8}'
+FORCED_REPLY = 'Final Answer: {"success": true, "reason": "high energy", "probability": 0.8}'
 PREFILL = {"role": "assistant", "content": mt.FORCED_PREFIX}
 SYSTEM = mt.meetings_system_prompt(compact=True)
 
@@ -64,7 +66,7 @@ def test_the_cap_forces_an_answer_only_where_the_episode_ran_out_of_turns():
     assert len(caller.tool_calls) == 2 and ep_c.status == "final"
     assert caller.probability == 0.8 and caller.reason == "high energy"
     assert caller.meta["forced"] is True
-    assert caller.final_text == mt.FORCED_PREFIX + FORCED_REPLY
+    assert caller.final_text == f"{mt.FORCED_PREFIX}\n{FORCED_REPLY}"
     forced_batch = script.batches[-1]
     assert len(forced_batch) == 1  # only the episode still running
     assert forced_batch[0][-1] == {"role": "assistant", "content": mt.FORCED_PREFIX}
@@ -159,3 +161,14 @@ def test_generation_after_the_prefix_is_the_models_continuation(tiny_spec):
     assert got == [tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()]
     plain = generate_batch(model, tok, [conv], max_new_tokens=8)
     assert plain != got  # the prefix changed what the model was asked to continue
+
+
+def test_a_forced_checklist_stays_on_the_thoughts_line_as_the_demos_write_it():
+    s = mt.generate_scenarios(1, 22)[0]
+    demo = mt.demo_trajectory(s, random.Random(0), calls=3)
+    reply = demo.final_text.removeprefix(mt.FORCED_PREFIX).strip()  # what a trained model continues with
+    assert reply.startswith("Checklist: ")
+    episodes = [Episode(messages=[*mt.meetings_agent_prompt(s, SYSTEM)], status="max_steps")]
+    forced = mt.force_final_answers(episodes, [mt.meetings_registry(s)], lambda convs: [reply] * len(convs))
+    assert forced == {0} and episodes[0].status == "final"
+    assert episodes[0].steps[-1].raw == demo.final_text
