@@ -12,6 +12,9 @@ Variants beside the pipeline's own rows (`--format plain`):
   prompt's cost is shared and the model picks among the same tools for different requests;
 - `--thought desc`: a call's Thought restates the chosen tool's description before its name
   ("Needed: <description>. That is <name>."), so the choice is made on the text the request resembles;
+- `--thought check`: the Thought judges every offered tool in turn before acting ("get_x: no;
+  find_y: yes. Call find_y." or "...: no. None fits."), the checklist that lifted the meetings
+  predictor (0.62 -> 0.70): each judgment is a local reading of one tool against the request;
 - `--twins F`: a share F of the call rows is followed by its no-call twin (the same request, the
   target's family removed from the tools), so only the tool list separates calling from declining.
 
@@ -41,6 +44,16 @@ def desc_thought(completion: str, specs: list[dict[str, Any]]) -> str:
     name = json.loads(rest.split("```json\n", 1)[1].split("\n```", 1)[0])["tool"]
     desc = next(s["function"]["description"] for s in specs if s["function"]["name"] == name)
     return f"Thought: Needed: {desc.rstrip('.')}. That is {name}.\n{rest}"
+
+
+def check_thought(row: dict[str, Any]) -> str:
+    """The row's completion with a Thought that judges each offered tool, in the offered order."""
+    _, rest = row["completion"].split("\n", 1)
+    wanted = set() if row["gold"] == "no_call" else {name for call in row["gold"] for name in call}
+    names = [s["function"]["name"] for s in row["tools"]]
+    verdicts = "; ".join(f"{n}: {'yes' if n in wanted else 'no'}" for n in names)
+    then = "None fits." if not wanted else f"Call {', '.join(n for n in names if n in wanted)}."
+    return f"Thought: {verdicts}. {then}\n{rest}"
 
 
 def multi_conversations(
@@ -108,6 +121,9 @@ def training_conversations(a: argparse.Namespace) -> list[list[dict[str, str]]]:
         for r in rows:
             if r["gold"] != "no_call":
                 r["completion"] = desc_thought(r["completion"], r["tools"])
+    if a.thought == "check":
+        for r in rows:
+            r["completion"] = check_thought(r)
     return [pool_conversation(r) for r in rows]
 
 
@@ -118,7 +134,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=200, help="pool rows (or conversations with --format multi)")
     p.add_argument("--format", choices=("plain", "multi"), default="plain")
     p.add_argument("--requests", type=int, default=3, help="requests per conversation (--format multi)")
-    p.add_argument("--thought", choices=("name", "desc"), default="name")
+    p.add_argument("--thought", choices=("name", "desc", "check"), default="name")
     p.add_argument("--irrelevance", type=float, default=0.15)
     p.add_argument("--twins", type=float, default=0.0, help="share of call rows with a no-call twin")
     p.add_argument("--mask", type=float, default=0.35)
@@ -175,7 +191,8 @@ def main() -> None:
         "supervised_tokens": sum(sum(r["completion_mask"]) for r in rows),
         "steps": result.steps,
     }
-    generate = generator(model, tok, 80, 16)
+    # A checklist Thought is up to ~40 tokens longer; the call after it needs the same room.
+    generate = generator(model, tok, 128 if a.thought == "check" else 80, 16)
     with merged(model):
         for key, eval_rows in sets.items():
             figs, _ = evaluate_pool(generate, eval_rows)
