@@ -21,6 +21,7 @@ preset) on `--rows` direct rows of data seed 0, then answers `--eval` held-out s
 Each run is recorded under "meetings_variants" in bench/results/align_quality.json.
 
     python bench/meetings_direct_variants.py rfirst300e3 --fmt rfirst --epochs 3    # ~30 min, 1 thread
+    python bench/meetings_direct_variants.py checklist300e3lr3 --fmt checklist --epochs 3 --lr 3e-3
     python bench/meetings_direct_variants.py smoke --model tiny-random --rows 8 --eval 4 --out /tmp/x.json
 """
 
@@ -51,7 +52,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha is twice it)")
     p.add_argument("--eval", type=int, default=200, help="held-out scenarios (seed 1000)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="training data seed")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p
 
@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     def ask(s: Any) -> list[dict[str, str]]:
         return [{"role": "user", "content": input_text(s) + SFT_INSTRUCTION}]
 
-    train = generate_scenarios(args.rows, args.seed)
+    train = generate_scenarios(args.rows, 0)
     rows = [
         tokenize_conversation(tok, ask(s) + [{"role": "assistant", "content": completion(s, args.fmt)}], 768)
         for s in train
