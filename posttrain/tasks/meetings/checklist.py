@@ -7,7 +7,10 @@ seven terms is right 0.78 of the time, the formula 0.88. Each checklist word is 
 of two values the line has just copied (`engagement 4 and 2: low`), so the model learns seven
 small comparisons instead of one seven-way sum, and the same lines open the direct answer (from
 the scenario text) and the agent's (from its observations), so what one teaches serves the
-other. Measured in bench/results/align_quality.json -> meetings_variants.
+other. With it the direct predictor went from 0.62 to 0.70 (n=200, same rows and rate; words right
+0.58 for roles, a 36-pair table, 0.92-1.00 for the rest), and in the align bench the SFT predictor
+reached 0.81 and the DPO agent 0.70 (n=64; bench/results/align_quality.json, meetings and
+meetings_variants).
 """
 
 from __future__ import annotations
