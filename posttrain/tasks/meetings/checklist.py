@@ -16,7 +16,6 @@ meetings_variants).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from posttrain.tasks.meetings.scenario import (
     Scenario,
@@ -28,7 +27,7 @@ from posttrain.tasks.meetings.scenario import (
     timing_term,
     topic_term,
 )
-from posttrain.tasks.meetings.tools import ExecutedCall
+from posttrain.tasks.meetings.tools import ExecutedCall, execute_call, seen
 
 # The word for a term that helped, and for one that hurt; a term of exactly 0 is "neutral".
 WORDS: dict[str, tuple[str, str]] = {
@@ -58,28 +57,29 @@ def checklist(lines: Sequence[Line]) -> str:
     return "Checklist: " + "; ".join(words) + f". Pros {pros}, cons {cons}."
 
 
+# Every call there is for a scenario, so its lines come from the same reading as the agent's.
+_ALL_CALLS: tuple[tuple[str, str], ...] = (
+    ("get_profile", "A"),
+    ("get_profile", "B"),
+    ("topic_overlap", ""),
+    ("get_schedule_context", "A"),
+    ("get_schedule_context", "B"),
+)
+
+
 def scenario_lines(s: Scenario) -> list[Line]:
-    """All seven terms, with the inputs as `input_text` shows them."""
-    a, b, terms = s.a, s.b, s.contributions()
-    union = len(set(a.interests) | set(b.interests))
-    return [
-        ("role", f"roles {a.role} and {b.role}", terms["role"]),
-        ("topic", f"shared {len(s.shared_interests)} of {union} interests", terms["topic"]),
-        ("seniority", f"seniority {a.seniority} and {b.seniority}", terms["seniority"]),
-        ("engagement", f"engagement {a.engagement} and {b.engagement}", terms["engagement"]),
-        ("energy", f"energy {a.energy} and {b.energy}", terms["energy"]),
-        ("fatigue", f"meetings {a.meetings_so_far} and {b.meetings_so_far}", terms["fatigue"]),
-        ("timing", f"day {s.day} {s.time_of_day}", terms["timing"]),
-    ]
+    """All seven terms, read from what every tool shows for the scenario (the same values
+    `input_text` shows), so the direct answer's lines are the agent's with everything seen."""
+    args = {"get_profile": {}, "topic_overlap": {"a": "A", "b": "B"}, "get_schedule_context": {"day": s.day}}
+    return observed_lines(
+        [execute_call(s, name, args[name] | ({"person": who} if who else {})) for name, who in _ALL_CALLS]
+    )
 
 
 def observed_lines(calls: Sequence[ExecutedCall]) -> list[Line]:
-    """The terms the calls revealed in full (both attendees' values), in `scenario_lines`' order
-    and wording; a term half seen is left out rather than guessed."""
-    ok = [c for c in calls if c.error is None]
-    prof: dict[str, dict[str, Any]] = {c.args["person"]: c.observation for c in ok if c.name == "get_profile"}
-    sched = {c.args["person"]: c.observation for c in ok if c.name == "get_schedule_context"}
-    overlap = next((c.observation for c in ok if c.name == "topic_overlap"), None)
+    """The terms the calls revealed in full (both attendees' values), in the formula's order; a
+    term half seen is left out rather than guessed."""
+    prof, sched, overlap = seen(calls)
     lines: list[Line] = []
     both = "A" in prof and "B" in prof
     if both:
@@ -87,9 +87,12 @@ def observed_lines(calls: Sequence[ExecutedCall]) -> list[Line]:
         lines.append(("role", f"roles {pa['role']} and {pb['role']}", role_term(pa["role"], pb["role"])))
     if overlap is not None:
         k, j = len(overlap["shared"]), overlap["jaccard"]
-        union = len(set(prof["A"]["interests"]) | set(prof["B"]["interests"])) if both else None
-        union = union if union is not None else (round(k / j) if j > 0 else None)
-        shown = f"shared {k} of {union} interests" if union else f"shared {k} interests"
+        if both:
+            shown = f"shared {k} of {len(set(pa['interests']) | set(pb['interests']))} interests"
+        elif j > 0:  # one profile or none: the union from the Jaccard
+            shown = f"shared {k} of {round(k / j)} interests"
+        else:
+            shown = f"shared {k} interests"
         lines.append(("topic", shown, topic_term(j)))
     if both:
         se, en, ey = (

@@ -3,7 +3,7 @@ call-and-record helper that turns every failure into an observation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,19 @@ class ExecutedCall:
     @property
     def args(self) -> dict[str, Any]:
         return self.call.args
+
+
+Seen = tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any] | None]
+
+
+def seen(calls: Sequence[ExecutedCall]) -> Seen:
+    """What the calls that succeeded showed: profiles and schedules by person, and the overlap
+    (None when not looked up)."""
+    ok = [c for c in calls if c.error is None]
+    profiles = {c.args["person"]: c.observation for c in ok if c.name == "get_profile"}
+    schedules = {c.args["person"]: c.observation for c in ok if c.name == "get_schedule_context"}
+    overlap = next((c.observation for c in ok if c.name == "topic_overlap"), None)
+    return profiles, schedules, overlap
 
 
 def execute_call(scenario: Scenario, name: str, args: dict[str, Any], thought: str = "") -> ExecutedCall:

@@ -31,7 +31,7 @@ from posttrain.tasks.meetings.scenario import (
     timing_term,
     topic_term,
 )
-from posttrain.tasks.meetings.tools import ExecutedCall, execute_call
+from posttrain.tasks.meetings.tools import ExecutedCall, execute_call, seen
 
 # The answer's shape as the prompts ask for it, in `final_answer`'s key order (side first).
 ANSWER_SHAPE = 'Final Answer: {"success": <true|false>, "reason": "<reason>", "probability": <0-1>}'
@@ -97,10 +97,7 @@ _THOUGHTS = {
 
 def _terms_from_observations(calls: Sequence[ExecutedCall]) -> dict[str, float]:
     """The formula's terms from what the calls revealed; unseen terms count as neutral (0)."""
-    ok = [c for c in calls if c.error is None]
-    prof = {c.args["person"]: c.observation for c in ok if c.name == "get_profile"}
-    sched = {c.args["person"]: c.observation for c in ok if c.name == "get_schedule_context"}
-    ov = next((c.observation for c in ok if c.name == "topic_overlap"), None)
+    prof, sched, ov = seen(calls)
     terms: dict[str, float] = {}
     if len(prof) == 2:
         terms["role"] = role_term(prof["A"]["role"], prof["B"]["role"])
