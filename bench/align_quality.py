@@ -111,6 +111,17 @@ def tool_use_block(summary: dict[str, Any], split: str) -> dict[str, Any]:
     return {m: _flat(figs, max(f["n"] for f in figs.values())) for m, figs in by_model.items()}
 
 
+def gate_calibrations(run_dir: str | Path) -> dict[str, Any]:
+    """Each evaluated model's relevance-gate calibration (`evaluation.relevance_gate: auto`), as its
+    eval/<model>.json records it: threshold and the shares it passes and declines there."""
+    out = {}
+    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+        found = json.loads(path.read_text()).get("records", {}).get("relevance_calibration")
+        if found:
+            out[path.stem] = found[0]
+    return out
+
+
 def dpo_gate(summary: dict[str, Any]) -> dict[str, Any]:
     """DPO minus SFT on the unseen families, per figure, and whether DPO is worse than SFT beyond
     SFT's CI anywhere (the issue's bar: no figure worse beyond its CI)."""
@@ -180,17 +191,15 @@ TASK_BLOCKS = {"tool_use": ("tool_use", "react", "dpo_vs_sft"), "meetings": ("me
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the tasks asked for; the blocks of a task not run this time (and `variants` and
-    `meetings_variants`, see bench/align_variants.py and bench/meetings_direct_variants.py) stay as
-    the file had them, each task with its own meta entry."""
+    """Run the tasks asked for; the blocks of a task not run this time, and those other benches
+    write here (bench/align_variants.py, tool_sft_variants.py, meetings_direct_variants.py,
+    tool_decoding.py, tool_relevance.py), stay as the file had them, each task with its own meta entry."""
     command = "python bench/align_quality.py " + shlex.join(sys.argv[1:])
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    result: dict[str, Any] = {
-        k: v for t, keys in TASK_BLOCKS.items() if t not in args.tasks for k, v in old.items() if k in keys
-    }
-    for key in ("variants", "meetings_variants"):  # records of quick variant runs outlive a bench run
-        if key in old:
-            result[key] = old[key]
+    # Only the blocks of the tasks run now are replaced: other tasks' blocks and the records of
+    # other benches (variants, decoding, relevance, ...) stay as the file had them.
+    replaced = {k for t in args.tasks for k in TASK_BLOCKS[t]} | {"meta"}
+    result: dict[str, Any] = {k: v for k, v in old.items() if k not in replaced}
     meta: dict[str, Any] = {
         "model": args.model,
         "budget": args.budget,
@@ -213,6 +222,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "heldout_families": tool_use_block(summary, "unseen_families"),
                 "seen_families": tool_use_block(summary, "seen_families"),
             }
+            if calibrations := gate_calibrations(summary["run_dir"]):
+                result["tool_use"]["relevance_gate_calibration"] = calibrations
             result["react"] = {
                 "indist": tool_use_block(summary, "indist"),
                 "unseen_tools": tool_use_block(summary, "heldout"),

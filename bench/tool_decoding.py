@@ -1,4 +1,4 @@
-"""Free vs grammar-constrained decoding of tool turns, same adapters, same held-out requests.
+"""Free vs grammar-constrained (vs relevance-gated) decoding of tool turns, same adapters and requests.
 
 Constrained decoding (`posttrain eval --constrained`, `toolcall.tool_turn_grammar`) keeps a turn
 to `Thought:` + a call of an offered tool with schema-valid arguments, or a final answer; whether to
@@ -6,7 +6,8 @@ call stays the model's. This bench scores the adapters of one `bench/align_quali
 both ways on the requests its headline used (`evaluation.items` of the held-out families from
 `evaluation.seed`), so the difference is the decoding alone. The decision to build constrained
 decoding was made on the validation families (`--split validation`, a different seed); the
-held-out families are scored once with it, never tuned on.
+held-out families are scored once with it, never tuned on. `gated` adds the relevance gate
+(`toolcall.relevance`, its threshold calibrated for each model on the validation families).
 
     python bench/tool_decoding.py --run RUN_DIR                      # base, sft: free and constrained
     python bench/tool_decoding.py --run RUN_DIR --split validation --seed 2000 --items 120
@@ -42,6 +43,11 @@ def main() -> None:
     p.add_argument("--items", type=int, default=None, help="default: the run's evaluation.items")
     p.add_argument("--seed", type=int, default=None, help="default: the run's evaluation.seed")
     p.add_argument("--models", default="base,sft", help="base, sft (sft_adapter) and/or dpo (adapter)")
+    p.add_argument(
+        "--decodings",
+        default="free,constrained",
+        help="free, constrained and/or gated (constrained + the relevance gate, calibrated per model)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
@@ -50,7 +56,7 @@ def main() -> None:
 
     from posttrain.inference import generator
     from posttrain.models import load_for_inference
-    from posttrain.tasks.tool_use.pool_align import evaluate_pool
+    from posttrain.tasks.tool_use.pool_align import calibrated_gate, evaluate_pool
     from posttrain.tasks.tool_use.pool_rows import pool_rows
 
     torch.set_num_threads(a.threads)
@@ -64,11 +70,14 @@ def main() -> None:
     for name in a.models.split(","):
         llm, tok = load_for_inference(cfg["model"]["name"], adapters[name])
         generate = generator(llm, tok, cfg["evaluation"]["max_new_tokens"], cfg["evaluation"]["batch_size"])
-        for decoding in ("free", "constrained"):
+        for decoding in a.decodings.split(","):
             start = time.perf_counter()
-            figs, _ = evaluate_pool(generate, rows, None, decoding == "constrained")
+            gate, calibration = calibrated_gate(generate.channel) if decoding == "gated" else (None, None)
+            figs, _ = evaluate_pool(generate, rows, None, decoding != "free", gate)
             out.setdefault(name, {})[decoding] = {k: f.as_dict() for k, f in figs.items()}
             out[name][decoding]["seconds"] = round(time.perf_counter() - start)
+            if calibration is not None:
+                out[name][decoding]["relevance_calibration"] = calibration
             print(name, decoding, {k: str(f) for k, f in figs.items()}, flush=True)
     entry = {
         "run": str(a.run),
@@ -79,6 +88,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "command": (
             f"python bench/tool_decoding.py --run {a.run} --split {a.split} --items {items} --seed {seed}"
+            f" --models {a.models} --decodings {a.decodings}"
         ),
         "models": out,
     }

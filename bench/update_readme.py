@@ -435,6 +435,8 @@ def _align_quality(r: dict) -> str:
     for group, block, title, keys in tables:
         if block not in r.get(group, {}):
             continue
+        if group == "tool_use":
+            title += _tool_use_decoding(r)
         out += f"{title}:\n\n| model | n | " + " | ".join(keys) + " |\n"
         out += "|---" * (len(keys) + 2) + "|\n"
         for model in ("base", "sft", "dpo"):
@@ -448,6 +450,22 @@ def _align_quality(r: dict) -> str:
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
     return out + _align_reading(r) + _align_decoding(r) + _align_variants(r) + _meetings_variants(r)
+
+
+def _tool_use_decoding(r: dict) -> str:
+    """How the function-pool tables were decoded, from what the run recorded."""
+    found = r["tool_use"].get("relevance_gate_calibration")
+    if not found:
+        return ""
+    cells = ", ".join(
+        f"{m} {c['threshold']:.3f} (keeps {c['call_rows_passing']:.0%} of calls, declines "
+        f"{c['no_call_rows_declined']:.0%} of no-call requests there)"
+        for m, c in found.items()
+    )
+    return (
+        "; decoded constrained with the relevance gate, its threshold calibrated per model on "
+        f"validation families: {cells}"
+    )
 
 
 def _align_decoding(r: dict) -> str:
@@ -505,6 +523,9 @@ VARIANT_SPLITS = {
     "validation": "validation families",
     "validation_natural": "validation families (specs as written)",
     "validation_masked": "validation families (masked)",
+    "validation_constrained": "validation families, constrained",
+    "validation_gated_sft_channel": "validation families, gated by the SFT model's scores at 0.2",
+    "validation_gated_base_channel": "validation families, gated by the base model's scores at 0.2",
 }
 
 

@@ -230,6 +230,38 @@ def _decode_pruning(
     return out
 
 
+@torch.no_grad()
+def channel_logprobs(
+    model: Any, tokenizer: Any, prefixes: Sequence[str], targets: Sequence[str], batch_size: int = 16
+) -> list[float]:
+    """Mean per-token log P(target | prefix) for each pair (`toolcall.relevance.ChannelScore`):
+    plain text, no chat template, prefix and target tokenized apart so a target's tokens are the
+    same after every prefix; batches of `batch_size` rows, left-padded."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for start in range(0, len(prefixes), batch_size):
+        rows, widths = [], []
+        for prefix, target in zip(
+            prefixes[start : start + batch_size], targets[start : start + batch_size], strict=True
+        ):
+            own = tokenizer(target, add_special_tokens=False)["input_ids"]
+            rows.append(tokenizer(prefix, add_special_tokens=False)["input_ids"] + own)
+            widths.append(len(own))
+        width = max(map(len, rows))
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        for i, k in enumerate(widths):
+            if k == 0:
+                out.append(0.0)
+                continue
+            logp = logits[i, width - k - 1 : width - 1].float().log_softmax(-1)
+            out.append(logp.gather(-1, ids[i, width - k :].unsqueeze(-1)).mean().item())
+    return out
+
+
 def generator(
     model: Any,
     tokenizer: Any,
@@ -240,7 +272,8 @@ def generator(
 ) -> Callable[..., list[str]]:
     """A `generate` for the ReAct loop (`toolcall.Generate`) over `generate_batch`: batches of
     `batch_size`, greedy, or sampled with `sample=(temperature, top_p)`; `prefix_cache` as there.
-    It also takes `grammars` (`toolcall.GrammarGenerate`), with the grammar tokenizer built once."""
+    It also takes `grammars` (`toolcall.GrammarGenerate`), with the grammar tokenizer built once,
+    and carries `channel` (`channel_logprobs` on the same model) for a relevance gate."""
     temperature, top_p = sample or (1.0, 1.0)
     lltok: list[Any] = []  # built on the first constrained call (~0.5 s), then reused
 
@@ -263,6 +296,10 @@ def generator(
             lltok=lltok[0] if lltok else None,
         )
 
+    def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
+        return channel_logprobs(model, tokenizer, prefixes, targets, batch_size)
+
+    generate.channel = channel  # type: ignore[attr-defined]  # for `toolcall.relevance`'s gate
     return generate
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -84,12 +84,31 @@ def serve(
             "an offered tool with schema-valid arguments, or a final answer). Thought→Action only.",
         ),
     ] = False,
+    relevance_gate: Annotated[
+        str | None,
+        typer.Option(
+            "--relevance-gate",
+            help="With --constrain-tools: call only the offered tool the last user turn is most about, and "
+            "none (a plain answer) when its relevance score is under this threshold; auto sets it for the "
+            "model at start (posttrain's validation tool families, 90% of calls kept).",
+        ),
+    ] = None,
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
     tool calls and streaming; one request at a time, --max-queue more waiting."""
     from posttrain.pipelines.serve import run_serve
 
-    run_serve(model, adapter, host, port, served_model_name, tool_prompt, max_queue, constrain_tools)
+    run_serve(
+        model,
+        adapter,
+        host,
+        port,
+        served_model_name,
+        tool_prompt,
+        max_queue,
+        constrain_tools,
+        _gate_option(relevance_gate),
+    )
 
 
 def eval_(
@@ -129,6 +148,15 @@ def eval_(
             "offered tool with schema-valid arguments, or a final answer).",
         ),
     ] = False,
+    relevance_gate: Annotated[
+        str | None,
+        typer.Option(
+            "--relevance-gate",
+            help="tool_use, with --constrained: call only the offered tool the request is most about, and "
+            "none when its relevance score (nats per request token) is under this threshold; auto sets "
+            "it for the model on posttrain's validation tool families (90% of calls kept).",
+        ),
+    ] = None,
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""
@@ -150,7 +178,18 @@ def eval_(
         data=data,
         tools=tools,
         constrained=constrained,
+        relevance_gate=_gate_option(relevance_gate),
     )
     console.print(result["table"])
     if output is not None:
         console.print(f"wrote {output}")
+
+
+def _gate_option(value: str | None) -> float | Literal["auto"] | None:
+    """--relevance-gate: a number or auto (a UsageError, exit 2, otherwise)."""
+    if value is None or value == "auto":
+        return value  # type: ignore[return-value]
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"a number or auto, got {value!r}", param_hint="--relevance-gate") from None

@@ -146,6 +146,14 @@ class AlignEvalSettings(Strict):
         "tools' grammar: a call of an offered tool with schema-valid arguments, or a final answer "
         "(Thought→Action only).",
     )
+    relevance_gate: float | Literal["auto"] | None = Field(
+        None,
+        description="tool_use, with constrained: each function-pool turn may call only the offered tool "
+        "the request is most about, and only when its noisy-channel relevance score (nats per request "
+        "token, posttrain.toolcall.relevance) reaches this threshold; under it, a final answer. auto = "
+        "the threshold that keeps 90% of calls, set per evaluated model on validation tool families. "
+        "null = the model chooses among all offered tools.",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
     seed: int = Field(1000, description="Seed of the held-out data; never used for training or tuning.")

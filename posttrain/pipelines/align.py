@@ -73,7 +73,9 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     """The five stages for `cfg.task`; returns the run summary (also in summary.json)."""
     cfg = resumed(cfg, resume)
     ev = cfg.evaluation
-    task = align_task(cfg.task, cfg.data.tool_format, cfg.model.name, ev.force_answer, ev.constrained)
+    task = align_task(
+        cfg.task, cfg.data.tool_format, cfg.model.name, ev.force_answer, ev.constrained, ev.relevance_gate
+    )
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)
     executor = cfg.executor.model_dump()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from posttrain.errors import PosttrainError
 from posttrain.inference import generator
@@ -25,12 +25,15 @@ from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
+from posttrain.tasks.tool_use.pool_align import calibrated_gate
 from posttrain.tasks.tool_use.user_eval import (
+    gated_tools,
     read_eval_items,
     turn_grammars,
     user_eval_conversations,
     user_eval_figures,
 )
+from posttrain.toolcall.relevance import RelevanceGate
 
 SPLITS = {
     "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),
@@ -56,6 +59,7 @@ def run_eval(
     data: Path | None = None,
     tools: Path | None = None,
     constrained: bool = False,
+    relevance_gate: float | Literal["auto"] | None = None,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -67,8 +71,13 @@ def run_eval(
 
     With `data`, `run_eval_data` runs instead (`tools`: a file of specs for rows without their own).
     `constrained` decodes each function-pool or `data` turn inside its tools' grammar (a Thought,
-    then a schema-valid call of an offered tool or a final answer; the ReAct episodes stay free).
+    then a schema-valid call of an offered tool or a final answer; the ReAct episodes stay free);
+    `relevance_gate` narrows each such grammar to the tool the request is about, or to a final
+    answer under that threshold (`toolcall.relevance`); "auto" calibrates it for this model on
+    posttrain's validation tool families (`calibrated_gate`), never on the data scored.
     """
+    if relevance_gate is not None and not constrained:
+        raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
     if task not in SPLITS:
         raise PosttrainError(f"--task must be one of {', '.join(SPLITS)}, got '{task}'")
     if data is not None:
@@ -83,6 +92,7 @@ def run_eval(
             batch_size=batch_size,
             output=output,
             constrained=constrained,
+            relevance_gate=relevance_gate,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -97,9 +107,11 @@ def run_eval(
     compact = compact_prompt if compact_prompt is not None else bool(meta.get("compact_prompt", True))
 
     if task == "tool_use":
-        align = align_task(task, adapter_tool_format(adapter), spec, constrained=constrained)
+        align = align_task(
+            task, adapter_tool_format(adapter), spec, constrained=constrained, relevance_gate=relevance_gate
+        )
     else:
-        align = align_task(task, constrained=constrained)
+        align = align_task(task, constrained=constrained, relevance_gate=relevance_gate)
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
@@ -123,7 +135,7 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
-        "decoding": "constrained" if constrained else "free",
+        "decoding": _decoding(constrained, relevance_gate),
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
@@ -144,11 +156,12 @@ def run_eval_data(
     batch_size: int = 16,
     output: Path | None = None,
     constrained: bool = False,
+    relevance_gate: float | Literal["auto"] | None = None,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
     with `output`, also writes them and every row's record as JSON. `constrained` decodes each
-    turn inside its row's tool grammar (`turn_grammars`).
+    turn inside its row's tool grammar (`turn_grammars`), narrowed by `relevance_gate` as in `run_eval`.
 
     Every row is checked before the model loads, so a bad row costs nothing and writes nothing.
     """
@@ -159,13 +172,27 @@ def run_eval_data(
         shared = load_tools(tools)
     items = read_eval_items(data, shared)
     as_chat = adapter_tool_format(adapter) == "chat_template"
+    if relevance_gate is not None and not constrained:
+        raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     llm, tok = load_for_inference(spec, adapter)
     fmt = chat_tool_format(tok, spec) if as_chat else None
-    replies = generator(llm, tok, max_new_tokens, batch_size)(user_eval_conversations(items, fmt), grammars)
+    generate = generator(llm, tok, max_new_tokens, batch_size)
+    scores, calibration = None, None
+    if relevance_gate is not None:
+        channel = generate.channel  # type: ignore[attr-defined]
+        if relevance_gate == "auto":
+            gate, calibration = calibrated_gate(channel)
+        else:
+            gate = RelevanceGate(float(relevance_gate))
+        offered, scores = gated_tools(items, channel, gate)
+        grammars = turn_grammars(items, as_chat, offered)
+    replies = generate(user_eval_conversations(items, fmt), grammars)
     figures, records = user_eval_figures(replies, items, fmt)
+    for record, row_scores in zip(records, scores or [], strict=False):
+        record["relevance"] = [round(x, 4) for x in row_scores]
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
     out: dict[str, Any] = {
@@ -174,7 +201,8 @@ def run_eval_data(
         "adapter": str(adapter) if adapter else None,
         "data": str(data),
         "tools": str(tools) if tools else None,
-        "decoding": "constrained" if constrained else "free",
+        "decoding": _decoding(constrained, relevance_gate),
+        "relevance_calibration": calibration,
         "figures": flat(figures, n=len(items)),
         "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
     }
@@ -182,3 +210,9 @@ def run_eval_data(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({**out, "records": records}, indent=2, default=str))
     return out
+
+
+def _decoding(constrained: bool, relevance_gate: float | str | None) -> str:
+    if relevance_gate is not None:
+        return f"constrained, relevance gate {relevance_gate}"
+    return "constrained" if constrained else "free"

@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -98,6 +98,7 @@ def create_app(
     tool_prompt: ToolPrompt = "compact",
     max_queue: int = DEFAULT_MAX_QUEUE,
     constrain_tools: bool = False,
+    relevance_gate: float | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
@@ -107,7 +108,8 @@ def create_app(
 
     `constrain_tools` decodes a tool_choice "auto" turn inside the request's tool grammar
     (`toolcall.tool_turn_grammar`: the model still chooses between a call and an answer, but a call
-    names an offered tool with schema-valid arguments).
+    names an offered tool with schema-valid arguments); `relevance_gate` narrows that grammar to the
+    tool the last user turn is about, or to a plain answer under the threshold (`toolcall.relevance`).
 
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
@@ -115,7 +117,7 @@ def create_app(
     """
     app = FastAPI(title="posttrain serve", description="OpenAI-compatible chat completions.")
     _install_error_handlers(app)
-    service = ChatService(model, tokenizer, model_name, tool_prompt, constrain_tools)
+    service = ChatService(model, tokenizer, model_name, tool_prompt, constrain_tools, relevance_gate)
     admission = Admission(max_queue)
     watchers: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "posttrain"}
@@ -259,6 +261,18 @@ def serve_tool_prompt(adapter: Path | None, asked: str | None) -> ToolPrompt:
     return asked  # type: ignore[return-value]  # checked against TOOL_PROMPTS above
 
 
+def _calibrated_threshold(model: Any, tokenizer: Any, console: Any) -> float:
+    from posttrain.inference import channel_logprobs
+    from posttrain.tasks.tool_use.pool_align import calibrated_gate
+
+    gate, found = calibrated_gate(lambda p, t: channel_logprobs(model, tokenizer, p, t))
+    console.print(
+        f"relevance gate: threshold {gate.threshold} (keeps {found['call_rows_passing']:.0%} of calls, "
+        f"declines {found['no_call_rows_declined']:.0%} of requests no tool fits: validation tool families)"
+    )
+    return gate.threshold
+
+
 def run_serve(
     model: str | None,
     adapter: Path | None,
@@ -268,6 +282,7 @@ def run_serve(
     tool_prompt: ToolPrompt | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
     constrain_tools: bool = False,
+    relevance_gate: float | Literal["auto"] | None = None,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -275,7 +290,8 @@ def run_serve(
     clients must send it as `model`. Binds before loading, so a taken port fails fast.
     `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`;
     None: `serve_tool_prompt` reads it from the adapter); `max_queue` requests may wait behind the
-    one generating; `constrain_tools` as in `create_app`.
+    one generating; `constrain_tools` and `relevance_gate` as in `create_app` ("auto": calibrated
+    for the loaded model on posttrain's validation tool families before serving, `calibrated_gate`).
     """
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
@@ -283,6 +299,8 @@ def run_serve(
             "--constrain-tools needs the Thought→Action tool format (a chat template's tool format "
             "cannot mark a plain answer); tool_choice required still forces a call in it"
         )
+    if relevance_gate is not None and not constrain_tools:
+        raise ConfigError("--relevance-gate acts through the tools' grammar: add --constrain-tools")
     if max_queue < 0:
         raise PosttrainError(f"--max-queue must be 0 or more, got {max_queue}")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second
@@ -298,7 +316,9 @@ def run_serve(
         base = model or (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
         llm, tok = load_for_inference(base, adapter)
         name = served_model_name or (str(adapter) if adapter is not None else base)
-        app = create_app(llm, tok, name, tool_prompt, max_queue)
+        if relevance_gate == "auto":
+            relevance_gate = _calibrated_threshold(llm, tok, console)
+        app = create_app(llm, tok, name, tool_prompt, max_queue, constrain_tools, relevance_gate)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base
         console.print(

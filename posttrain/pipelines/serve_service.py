@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -41,6 +41,7 @@ from posttrain.pipelines.serve_tools import (
 )
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, chat_tool_format
 from posttrain.toolcall import ToolRegistry, tool_turn_grammar
+from posttrain.toolcall.relevance import RelevanceGate, last_request, relevance_scores
 
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
 
@@ -64,6 +65,7 @@ class Plan:
     choice: str
     prompt: list[int] = field(default_factory=list)
     max_new: int = 0
+    gated: bool = False  # the grammar is narrowed by the relevance gate once the model is held
 
 
 class ChatService:
@@ -74,7 +76,9 @@ class ChatService:
     Building llguidance's view of the tokenizer (~0.5 s) happens here, once; a tokenizer it
     cannot read (not a fast tokenizer) still serves plain text and answers JSON requests 400.
     `tool_prompt="chat_template"` needs a chat template that renders tools: ConfigError otherwise,
-    here, before any request.
+    here, before any request. `relevance_gate` (with `constrain_tools`) narrows a tool_choice
+    "auto" turn to the offered tool the last user turn is about, or to a plain answer
+    (`toolcall.relevance`).
     """
 
     def __init__(
@@ -84,9 +88,11 @@ class ChatService:
         model_name: str,
         tool_prompt: ToolPrompt = "compact",
         constrain_tools: bool = False,
+        relevance_gate: float | None = None,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
+        self.gate = None if relevance_gate is None else RelevanceGate(relevance_gate)
         self.chat_format: ChatToolFormat | None = (
             chat_tool_format(tokenizer, model_name) if tool_prompt == "chat_template" else None
         )
@@ -161,6 +167,14 @@ class ChatService:
         stop = list(req.stop or [])  # the validator turns a string into a list; None stays None
         if registry is not None and grammar is None and self.chat_format is None:
             stop.append(OBSERVATION)
+        plain = req.response_format is None or req.response_format.type == "text"
+        gated = (
+            self.gate is not None
+            and grammar is not None
+            and registry is not None
+            and choice == "auto"
+            and plain
+        )
         if self.chat_format is not None:
             messages = chat_template_messages(req.messages, registry, self.chat_format)
         else:
@@ -178,12 +192,25 @@ class ChatService:
             stop=stop,
             registry=registry,
             choice=choice,
+            gated=gated,
         )
 
     def tokenize(self, plan: Plan) -> None:
-        """The prompt and the token budget (400 `context_length_exceeded` when none is left)."""
+        """The prompt and the token budget (400 `context_length_exceeded` when none is left), and a
+        gated plan's grammar narrowed to the tool its request is about (the model's first use)."""
         plan.prompt = self.prompt_for(plan.messages)
         plan.max_new = self.budget(plan.wanted, len(plan.prompt))
+        if plan.gated and plan.registry is not None and self.gate is not None:
+            from posttrain.inference import channel_logprobs  # torch: not before the server binds
+
+            tools = list(plan.registry.values())
+
+            def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
+                return channel_logprobs(self.model, self.tokenizer, prefixes, targets)
+
+            (scores,) = relevance_scores(channel, [last_request(plan.messages)], [tools])
+            chosen = self.gate.choose(scores)
+            plan.grammar = tool_turn_grammar([] if chosen is None else [tools[chosen]], lltok=self.lltok)
 
     def run(
         self, plan: Plan, stream: TextStream | None = None, cancel: threading.Event | None = None

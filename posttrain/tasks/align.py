@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from posttrain.errors import ConfigError
 from posttrain.models import load_tokenizer
 from posttrain.tasks.base import AlignTask
 from posttrain.tasks.meetings.align import MeetingsAlign
 from posttrain.tasks.tool_use.align import ToolUseAlign
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
+from posttrain.toolcall.relevance import RelevanceGate
 
 ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": MeetingsAlign()}
 
@@ -18,12 +21,14 @@ def align_task(
     model: str | None = None,
     force_answer: bool = True,
     constrained: bool = False,
+    relevance_gate: float | Literal["auto"] | None = None,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
     loaded and checked here, before any model loads). `force_answer=False` gives meetings with
     the free ReAct loop (no answer forced at the step cap). `constrained` gives tool_use whose
-    function-pool turns are decoded inside their tools' grammar (Thought→Action only)."""
+    function-pool turns are decoded inside their tools' grammar (Thought→Action only), narrowed by
+    a `RelevanceGate` at `relevance_gate` when given."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -31,10 +36,15 @@ def align_task(
             "constrained decoding applies to --task tool_use in the Thought→Action format only "
             "(a chat template's tool format cannot mark a plain answer)"
         )
+    if relevance_gate is not None and not constrained:
+        raise ConfigError(
+            "evaluation.relevance_gate acts through the grammar: set evaluation.constrained too"
+        )
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
     if constrained:
-        return ToolUseAlign(constrained=True)
+        gate = RelevanceGate(relevance_gate) if isinstance(relevance_gate, float | int) else relevance_gate
+        return ToolUseAlign(constrained=True, gate=gate)
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:

@@ -40,10 +40,11 @@ def tool_turn_grammar(
     lltok: Any = None,
 ) -> str:
     """The grammar of one assistant turn over `tools`: a call of `only` (else of any of them)
-    whose arguments follow its schema, or (with `answer`, Thought→Action only) a final answer.
-    Arguments are compact JSON with numbers bounded as in `constrained.bounded_numbers`. Raises
-    SchemaError with llguidance's reason when a schema cannot be compiled (checked against
-    `lltok` too when given), ValueError for an answer in a chat template's layout."""
+    whose arguments follow its schema, or (with `answer`, Thought→Action only) a final answer; no
+    tools with `answer` leaves the final answer alone. Arguments are compact JSON with numbers
+    bounded as in `constrained.bounded_numbers`. Raises SchemaError with llguidance's reason when
+    a schema cannot be compiled (checked against `lltok` too when given), ValueError for an
+    answer in a chat template's layout."""
     keys = ("tool", "args") if layout is None else layout[1]
     options = []
     for tool in tools:
@@ -56,17 +57,18 @@ def tool_turn_grammar(
         options.append(
             {"type": "object", "properties": envelope, "required": list(keys), "additionalProperties": False}
         )
-    if not options:
+    if not options and not (answer and layout is None and only is None):
         raise SchemaError(f"no tool named {only!r} is offered" if only else "no tools are offered")
     body = json.dumps({"anyOf": options, "x-guidance": {"whitespace_flexible": False}})
     if layout is None:
         thought = f"/[^\\n\\t `][^\\n`]{{0,{MAX_THOUGHT_CHARS - 1}}}/"
         call = f'"{ACTION} ```json\\n" body "\\n```"'
-        turn = f'({call} | "{FINAL} " ANSWER)' if answer else call
+        # No tools: only a final answer (a relevance gate found none that fits).
+        turn = (f'({call} | "{FINAL} " ANSWER)' if options else f'"{FINAL} " ANSWER') if answer else call
         lark = (
             f'start: "{THOUGHT} " THOUGHT "\\n" {turn}\nTHOUGHT: {thought}\n'
-            f"ANSWER: /[^\\n ][^\\x00]{{0,{MAX_ANSWER_CHARS - 1}}}/\nbody: %json {body}"
-        )
+            f"ANSWER: /[^\\n ][^\\x00]{{0,{MAX_ANSWER_CHARS - 1}}}/"
+        ) + (f"\nbody: %json {body}" if options else "")
     elif answer:
         raise ValueError("a chat template's tool format has no marker for a plain answer: force a call")
     else:

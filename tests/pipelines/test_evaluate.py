@@ -218,3 +218,37 @@ def test_an_adapter_trained_in_the_chat_template_format_is_scored_and_served_in_
     chat = run_cli(*args, cwd=tmp_path, stdin="weather in Paris?\n/quit\n", env={"COLUMNS": "200"})
     assert chat.returncode == 0, chat.stderr[-2000:]
     assert "your tools (get_weather, get_time)" in chat.stdout and "step 1" in chat.stdout
+
+
+def test_eval_cli_relevance_gate_records_scores_and_needs_constrained(tiny_spec, tmp_path):
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = [
+        "eval",
+        "--task",
+        "tool_use",
+        "--data",
+        "items.jsonl",
+        "--tools",
+        "tools.json",
+        "--relevance-gate",
+        "0.2",
+    ]
+    out = run_cli(*args, "--model", "tiny-random", "-o", "eval.json", cwd=tmp_path)
+    assert out.returncode == 2 and "add --constrained" in out.stdout + out.stderr
+    assert not (tmp_path / "eval.json").exists()
+    out = run_cli(
+        *args,
+        "--constrained",
+        "--model",
+        "tiny-random",
+        "--max-new-tokens",
+        "24",
+        "-o",
+        "eval.json",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["decoding"] == "constrained, relevance gate 0.2"
+    assert [len(r["relevance"]) for r in result["records"]] == [2, 1, 2]  # one score per offered tool

@@ -348,3 +348,52 @@ def test_bad_tool_requests_get_openai_error_bodies(
     body = err.value.body
     assert body["type"] == "invalid_request_error" and err.value.status_code == 400
     assert body["param"] == param and message in body["message"], body
+
+
+def test_relevance_gate_narrows_an_auto_turn_to_the_requests_tool_or_an_answer(
+    served: tuple[str, Any, Any],
+) -> None:
+    """--relevance-gate: once the request holds the model, its grammar admits the best-scoring
+    tool only, or (under the threshold) a plain answer; without --constrain-tools it is refused."""
+    import math
+
+    from posttrain.errors import ConfigError
+    from posttrain.inference import channel_logprobs
+    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve_schema import ChatRequest
+    from posttrain.pipelines.serve_service import ChatService
+    from posttrain.toolcall import tool_turn_grammar
+    from posttrain.toolcall.relevance import relevance_scores
+
+    _, model, tokenizer = served
+    ask = ChatRequest.model_validate({"model": SERVED_NAME, "messages": ASK, "tools": TOOLS})
+    tools = list(registry().values())
+    (scores,) = relevance_scores(
+        lambda p, t: channel_logprobs(model, tokenizer, p, t), [ASK[0]["content"]], [tools]
+    )
+    best = tools[max(range(len(scores)), key=scores.__getitem__)]
+    for threshold, expected in ((-math.inf, [best]), (math.inf, [])):
+        service = ChatService(model, tokenizer, SERVED_NAME, constrain_tools=True, relevance_gate=threshold)
+        plan = service.plan(ask)
+        assert plan.gated and plan.grammar == tool_turn_grammar(tools)  # all tools until it holds the model
+        service.tokenize(plan)
+        assert plan.grammar == tool_turn_grammar(expected)
+    none = ChatRequest.model_validate(
+        {"model": SERVED_NAME, "messages": ASK, "tools": TOOLS, "tool_choice": "none"}
+    )
+    assert not service.plan(none).gated
+    with pytest.raises(ConfigError, match="add --constrain-tools"):
+        run_serve(None, None, port=0, relevance_gate=0.2)
+
+
+def test_serve_auto_gate_is_calibrated_for_the_loaded_model(served: tuple[str, Any, Any]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from posttrain.pipelines.serve import _calibrated_threshold
+
+    _, model, tokenizer = served
+    said = io.StringIO()
+    threshold = _calibrated_threshold(model, tokenizer, Console(file=said, width=200))
+    assert isinstance(threshold, float) and f"relevance gate: threshold {threshold}" in said.getvalue()

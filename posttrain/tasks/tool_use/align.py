@@ -14,7 +14,7 @@ import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from posttrain.tasks.base import Conversation, TrainingData
 from posttrain.tasks.episodes import episode_record, system_prompt, trajectory_stats
@@ -24,6 +24,7 @@ from posttrain.tasks.tool_use.data import generate_tool_use_data
 from posttrain.tasks.tool_use.metrics import tool_use_trajectory_reward, tool_use_turn_metrics
 from posttrain.tasks.tool_use.pool_align import (
     POOL_SPLITS,
+    calibrated_gate,
     evaluate_pool,
     pool_eval_sets,
     pool_rollout_prompts,
@@ -35,6 +36,7 @@ from posttrain.tasks.tool_use.registry import Split, build_registry
 from posttrain.tasks.tool_use.scoring import answer_matches
 from posttrain.tasks.tool_use.user_rows import user_tool_rows
 from posttrain.toolcall import Generate, Tool, run_react
+from posttrain.toolcall.relevance import RelevanceGate
 
 TOOL_SPLITS: dict[str, Split] = {"indist": "train", "heldout": "heldout"}
 """Evaluation split -> generator split: in-distribution reuses the training tools and templates
@@ -167,9 +169,17 @@ class ToolUseAlign:
         "task_accuracy",
     )
 
-    def __init__(self, chat_format: ChatToolFormat | None = None, constrained: bool = False) -> None:
+    def __init__(
+        self,
+        chat_format: ChatToolFormat | None = None,
+        constrained: bool = False,
+        gate: RelevanceGate | Literal["auto"] | None = None,
+    ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
         self.constrained = constrained  # pool turns decoded inside their tools' grammar
+        # with `constrained`: the grammar narrowed to the request's tool, or none; "auto": the
+        # threshold calibrated for each evaluated model (`calibrated_gate`)
+        self.gate = gate
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -305,12 +315,17 @@ class ToolUseAlign:
         self, generate: Generate, sets: dict[str, Any], max_steps: int, compact: bool
     ) -> tuple[dict[str, dict[str, Figure]], dict[str, list[dict[str, Any]]]]:
         """`evaluate_pool` on the pool splits, `evaluate_tool_use` on the ReAct ones; the rows
-        carry their own system prompt."""
+        carry their own system prompt. An "auto" gate is calibrated first on this model's scores
+        (the records' `relevance_calibration`)."""
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
+        gate = self.gate
+        if gate == "auto" and any(split in POOL_SPLITS or split == "validation_families" for split in sets):
+            gate, calibration = calibrated_gate(generate.channel)  # type: ignore[attr-defined]
+            records["relevance_calibration"] = [calibration]
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
-                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained)
+                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained, gate)  # type: ignore[arg-type]
                 figs[split], records[split] = pooled
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)

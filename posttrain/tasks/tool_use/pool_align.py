@@ -21,10 +21,19 @@ from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_turn
 from posttrain.tasks.tool_use.pool import PoolSplit
 from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_reward
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
-from posttrain.tasks.tool_use.user_eval import turn_grammars, user_eval_figures
+from posttrain.tasks.tool_use.scoring import NO_CALL
+from posttrain.tasks.tool_use.user_eval import gated_tools, turn_grammars, user_eval_figures
 from posttrain.toolcall import Generate, GrammarGenerate
+from posttrain.toolcall.relevance import (
+    ChannelScore,
+    RelevanceGate,
+    calibrate,
+    last_request,
+    relevance_scores,
+)
 
 POOL_SPLITS: dict[str, PoolSplit] = {"seen_families": "train", "unseen_families": "heldout"}
+CALIBRATION_SEED = 3000  # validation-family requests that set a gate's threshold (not the DPO gate's)
 
 
 def pool_training(
@@ -111,23 +120,52 @@ def evaluate_pool(
     rows: Sequence[dict[str, Any]],
     fmt: ChatToolFormat | None = None,
     constrained: bool = False,
+    gate: RelevanceGate | None = None,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """The user-data figures (AST accuracy first) of one model's replies to `rows`; `constrained`
-    keeps each reply inside its row's `turn_grammars` (`generate` must then take grammars)."""
+    keeps each reply inside its row's `turn_grammars` (`generate` must then take grammars), and
+    `gate` (which needs `constrained` and `generate.channel`, as `inference.generator`'s has)
+    narrows each grammar to the tool the request is about, or to a final answer."""
     items = [pool_item(r, i) for i, r in enumerate(rows)]
     prompts = [pool_prompt(r, fmt) for r in rows]
+    scores: list[list[float]] | None = None
     if not rows:
         replies: list[str] = []
     elif constrained:
-        replies = generate(prompts, grammars=turn_grammars(items, fmt is not None))  # type: ignore[call-arg]
+        offered = None
+        if gate is not None:
+            offered, scores = gated_tools(items, generate.channel, gate)  # type: ignore[union-attr]
+        grammars = turn_grammars(items, fmt is not None, offered)
+        replies = generate(prompts, grammars=grammars)  # type: ignore[call-arg]
+    elif gate is not None:
+        raise ValueError("a relevance gate acts through the grammar: it needs constrained decoding")
     else:
         replies = generate(prompts)
     figs, records = user_eval_figures(replies, items, fmt)
-    for row, record in zip(rows, records, strict=True):
+    for i, (row, record) in enumerate(zip(rows, records, strict=True)):
         record |= {
             "id": row["id"],
             "family": row["family"],
             "function": row["function"],
             "reward": pool_reward(record["reply"], row, fmt),
         }
+        if scores is not None:
+            record["relevance"] = [round(x, 4) for x in scores[i]]
     return figs, records
+
+
+def calibrated_gate(
+    channel: ChannelScore, rows: int = 200, seed: int = CALIBRATION_SEED, min_pass: float = 0.9
+) -> tuple[RelevanceGate, dict[str, Any]]:
+    """A `RelevanceGate` whose threshold `calibrate` sets from the scoring model's own scores on
+    `rows` requests of the VALIDATION families (30% that no offered tool fits): neither trained on
+    nor reported, so the threshold is chosen on neither the training nor the test split."""
+    data = [pool_item(r, i) for i, r in enumerate(pool_rows(rows, seed, "validation", irrelevance=0.3))]
+    scores = relevance_scores(channel, [last_request(i.messages) for i in data], [i.tools for i in data])
+    best = [max(s) for s in scores]
+    found = calibrate(
+        [b for b, i in zip(best, data, strict=True) if i.gold != NO_CALL],
+        [b for b, i in zip(best, data, strict=True) if i.gold == NO_CALL],
+        min_pass,
+    )
+    return RelevanceGate(found["threshold"]), found | {"rows": rows, "seed": seed, "min_pass": min_pass}

@@ -49,6 +49,7 @@ from posttrain.toolcall import (
     parse_response,
     tool_turn_grammar,
 )
+from posttrain.toolcall.relevance import ChannelScore, RelevanceGate, last_request, relevance_scores
 
 USER_EVAL_METRICS = (
     "ast_accuracy",
@@ -188,17 +189,32 @@ def user_eval_conversations(
     return out
 
 
-def turn_grammars(items: Sequence[EvalItem], chat_template: bool = False) -> list[str]:
+def turn_grammars(
+    items: Sequence[EvalItem], chat_template: bool = False, offered: Sequence[Sequence[Tool]] | None = None
+) -> list[str]:
     """For constrained decoding: one `toolcall.tool_turn_grammar` per item over its tools (a
     Thought, then a schema-valid call of an offered tool or a final answer), the decoding a
-    deployment can add to any model. Thought→Action only: a chat template's tool format has no
-    marker that starts a plain answer (ConfigError for `chat_template`)."""
+    deployment can add to any model; over `offered` instead where given (a relevance gate's
+    choice: one tool, or none and the final answer alone). Thought→Action only: a chat
+    template's tool format has no marker that starts a plain answer (ConfigError for `chat_template`)."""
     if chat_template:
         raise ConfigError(
             "constrained decoding of tool turns needs the Thought→Action format (a chat template's "
             "tool format cannot mark a plain answer); score this adapter without it"
         )
-    return [tool_turn_grammar(item.tools) for item in items]
+    return [
+        tool_turn_grammar(tools) for tools in (offered if offered is not None else [i.tools for i in items])
+    ]
+
+
+def gated_tools(
+    items: Sequence[EvalItem], channel: ChannelScore, gate: RelevanceGate
+) -> tuple[list[list[Tool]], list[list[float]]]:
+    """The tools `gate` lets each item's constrained turn call (its best-scoring tool, or none),
+    and every offered tool's relevance score, for the records."""
+    scores = relevance_scores(channel, [last_request(i.messages) for i in items], [i.tools for i in items])
+    chosen = [gate.choose(s) for s in scores]
+    return [[] if c is None else [item.tools[c]] for item, c in zip(items, chosen, strict=True)], scores
 
 
 def gold_turn(item: EvalItem, fmt: ChatToolFormat | None = None) -> str:

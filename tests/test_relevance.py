@@ -1,0 +1,173 @@
+"""The noisy-channel relevance gate: its scores on a real (tiny) model, the gate's choice, the
+answer-only grammar it falls back to, and the gated evaluation end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from posttrain.toolcall import Tool
+from posttrain.toolcall.relevance import (
+    NULL_PREFIX,
+    RelevanceGate,
+    last_request,
+    relevance_scores,
+    tool_prefix,
+)
+
+_CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "description": "The city, e.g. Oslo"}},
+    "required": ["city"],
+}
+TOOLS = [Tool("get_weather", "Current weather.", _CITY), Tool("get_time", "Local time.", _CITY)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_spec):
+    from posttrain.models import load_for_inference
+
+    return load_for_inference(tiny_spec)
+
+
+def _direct(model, tok, prefix: str, target: str) -> float:
+    """log P(target | prefix) per target token, from one unpadded forward pass."""
+    p = tok(prefix, add_special_tokens=False)["input_ids"]
+    t = tok(target, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p + t])).logits[0].float().log_softmax(-1)
+    return sum(logits[len(p) + i - 1, tok_id].item() for i, tok_id in enumerate(t)) / len(t)
+
+
+def test_channel_logprobs_match_one_unpadded_pass_whatever_the_batch(tiny):
+    from posttrain.inference import channel_logprobs
+
+    model, tok = tiny
+    pairs = [("Tool: x\nA request for this tool: ", "weather in Oslo"), ("A much longer prefix " * 6, "hi")]
+    batched = channel_logprobs(model, tok, [p for p, _ in pairs], [t for _, t in pairs], batch_size=2)
+    alone = [channel_logprobs(model, tok, [p], [t])[0] for p, t in pairs]
+    direct = [_direct(model, tok, p, t) for p, t in pairs]
+    assert batched == pytest.approx(alone, abs=1e-4) and alone == pytest.approx(direct, abs=1e-4)
+
+
+def test_a_tools_score_is_its_gain_over_the_null_tool(tiny):
+    from posttrain.inference import channel_logprobs
+
+    model, tok = tiny
+
+    def channel(prefixes, targets):
+        return channel_logprobs(model, tok, prefixes, targets, batch_size=3)
+
+    requests = ["What's the weather in Oslo?", "Time in Lima?"]
+    scores = relevance_scores(channel, requests, [TOOLS, TOOLS[1:]])
+    assert [len(s) for s in scores] == [2, 1]
+    for request, offered, row in zip(requests, [TOOLS, TOOLS[1:]], scores, strict=True):
+        null = _direct(model, tok, NULL_PREFIX, request)
+        assert row == pytest.approx(
+            [_direct(model, tok, tool_prefix(t), request) - null for t in offered], abs=1e-4
+        )
+    # every description the author wrote reaches the scored text
+    assert "The city, e.g. Oslo" in tool_prefix(TOOLS[0]) and "Current weather." in tool_prefix(TOOLS[0])
+
+
+def test_the_gate_keeps_the_best_tool_above_its_threshold_and_none_below():
+    gate = RelevanceGate(0.2)
+    assert gate.choose([0.1, 0.5, 0.3]) == 1
+    assert gate.choose([0.1, 0.19]) is None and gate.choose([]) is None
+    assert RelevanceGate(-math.inf).choose([-9.0, -3.0]) == 1
+    assert last_request([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == "a"
+
+
+def test_with_no_tools_the_turn_grammar_admits_only_a_final_answer(tiny):
+    from posttrain.constrained import SchemaError, grammar_tokenizer, llguidance_module
+    from posttrain.toolcall import tool_turn_grammar
+
+    _, tok = tiny
+    lltok = grammar_tokenizer(tok)
+    grammar = tool_turn_grammar([])
+
+    def admits(text: str) -> bool:
+        m = llguidance_module().LLMatcher(lltok, grammar, log_level=0)
+        return (
+            all(m.consume_token(i) for i in tok(text, add_special_tokens=False)["input_ids"])
+            and m.is_accepting()
+        )
+
+    assert admits("Thought: none fits.\nFinal Answer: I cannot do that here.")
+    assert not admits('Thought: x.\nAction: ```json\n{"tool":"get_time","args":{"city":"Oslo"}}\n```')
+    with pytest.raises(SchemaError, match="no tools are offered"):
+        tool_turn_grammar([], answer=False)
+
+
+def test_gated_pool_evaluation_calls_the_best_tool_or_answers(tiny):
+    from posttrain.inference import generator
+    from posttrain.tasks.tool_use.pool_align import evaluate_pool
+    from posttrain.tasks.tool_use.pool_pairs import pool_item
+    from posttrain.tasks.tool_use.pool_rows import pool_rows
+    from posttrain.tasks.tool_use.user_eval import gated_tools
+
+    model, tok = tiny
+    rows = pool_rows(6, 5, "validation", irrelevance=0.5)
+    generate = generator(model, tok, 40, 4)
+    figs, records = evaluate_pool(generate, rows, constrained=True, gate=RelevanceGate(math.inf))
+    assert all("Final Answer:" in r["reply"] and "Action:" not in r["reply"] for r in records)
+    assert figs["irrelevance_accuracy"].value in (1.0, None) and figs["must_call_rate"].value in (0.0, None)
+    items = [pool_item(r, i) for i, r in enumerate(rows)]
+    offered, scores = gated_tools(items, generate.channel, RelevanceGate(-math.inf))
+    assert all(s == pytest.approx(r["relevance"], abs=1e-3) for s, r in zip(scores, records, strict=True))
+    for item, tools, row_scores in zip(items, offered, scores, strict=True):
+        assert tools == [item.tools[max(range(len(row_scores)), key=row_scores.__getitem__)]]
+    with pytest.raises(ValueError, match="needs constrained decoding"):
+        evaluate_pool(generate, rows, gate=RelevanceGate(0.2))
+
+
+def test_a_gate_without_constrained_decoding_is_a_config_error():
+    from posttrain.errors import ConfigError
+    from posttrain.tasks.align import align_task
+
+    with pytest.raises(ConfigError, match="set evaluation.constrained too"):
+        align_task("tool_use", relevance_gate=0.2)
+    assert align_task("tool_use", constrained=True, relevance_gate=0.2).gate == RelevanceGate(0.2)
+
+
+def test_calibrate_keeps_must_call_first_and_declines_the_most_it_can():
+    from posttrain.toolcall.relevance import calibrate
+
+    calls = [0.1 * i for i in range(1, 11)]  # 0.1 .. 1.0
+    found = calibrate(calls, [0.05, 0.15, 0.25, 0.9], min_pass=0.9)
+    assert found["threshold"] == pytest.approx(0.2) and found["call_rows_passing"] == 0.9
+    assert found["no_call_rows_declined"] == 0.5  # 0.05 and 0.15 fall under it
+    assert calibrate(calls, [], min_pass=1.0)["threshold"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="needs requests some tool fits"):
+        calibrate([], [0.1])
+
+
+def test_eval_cli_auto_gate_is_calibrated_on_validation_families(tiny_spec, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    rows = [
+        {
+            "prompt": "Weather in Paris?",
+            "tools": [t.schema() for t in TOOLS],
+            "gold": [{"get_weather": {"city": ["Paris"]}}],
+        },
+        {"prompt": "Tell me a joke.", "tools": [t.schema() for t in TOOLS], "gold": "no_call"},
+    ]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--constrained", "--model", "tiny-random"]
+    bad = run_cli(*args, "--relevance-gate", "often", cwd=tmp_path)
+    assert bad.returncode == 2 and "a number or auto" in bad.stdout + bad.stderr
+    out = run_cli(
+        *args, "--relevance-gate", "auto", "--max-new-tokens", "24", "-o", "eval.json", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    calibration = result["relevance_calibration"]
+    assert (
+        calibration["call_rows_passing"] >= 0.9 and calibration["rows"] == 200 and calibration["seed"] == 3000
+    )
+    assert result["decoding"] == "constrained, relevance gate auto"
