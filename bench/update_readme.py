@@ -449,7 +449,14 @@ def _align_quality(r: dict) -> str:
         out += (
             "|---" * len(MEETINGS_KEYS) + "|\n| " + " | ".join(_ci_cell(b, k) for k in MEETINGS_KEYS) + " |\n"
         )
-    return out + _align_reading(r) + _align_decoding(r) + _align_variants(r) + _meetings_variants(r)
+    return (
+        out
+        + _align_reading(r)
+        + _align_decoding(r)
+        + _relevance(r)
+        + _align_variants(r)
+        + _meetings_variants(r)
+    )
 
 
 def _tool_use_decoding(r: dict) -> str:
@@ -466,6 +473,28 @@ def _tool_use_decoding(r: dict) -> str:
         "; decoded constrained with the relevance gate, its threshold calibrated per model on "
         f"validation families: {cells}"
     )
+
+
+def _relevance(r: dict) -> str:
+    """How well each relevance scoring tells call from no-call requests (bench/tool_relevance.py)."""
+    out = ""
+    for where, e in (r.get("relevance") or {}).items():
+        out += (
+            f"\ntool relevance scores, {where} ({e['split']}; {e['model']}"
+            f"{' + ' + e['adapter'] if e.get('adapter') else ''}: `{e['command']}`, {e['date']}): AUC of the "
+            "best offered tool's score between requests some tool fits and those none does, top-1 = the "
+            "best-scoring tool is the gold one, then the share of call requests whose best tool passes / "
+            "of no-call requests declined at two thresholds:\n\n"
+            "| scoring | AUC | top-1 | pass / decline at 0.2 | at 0.3 |\n|---|---|---|---|---|\n"
+        )
+        for name, f in e["scorings"].items():
+            at = {x["threshold"]: x for x in f["sweep"]}
+            cells = [
+                f"{at[t]['call_rows_passing']:.2f} / {at[t]['no_call_rows_declined']:.2f}" if t in at else "-"
+                for t in (0.2, 0.3)
+            ]
+            out += f"| {name} | {f['auc']:.3f} | {f['top1']:.2f} | {cells[0]} | {cells[1]} |\n"
+    return out
 
 
 def _align_decoding(r: dict) -> str:
