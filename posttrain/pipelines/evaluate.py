@@ -190,9 +190,7 @@ def run_eval_data(
         offered, scores = gated_tools(items, channel, gate)
         grammars = turn_grammars(items, as_chat, offered)
     replies = generate(user_eval_conversations(items, fmt), grammars)
-    figures, records = user_eval_figures(replies, items, fmt)
-    for record, row_scores in zip(records, scores or [], strict=False):
-        record["relevance"] = [round(x, 4) for x in row_scores]
+    figures, records = user_eval_figures(replies, items, fmt, scores)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
     out: dict[str, Any] = {

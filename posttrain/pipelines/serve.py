@@ -265,7 +265,7 @@ def _calibrated_threshold(model: Any, tokenizer: Any, console: Any) -> float:
     from posttrain.inference import channel_logprobs
     from posttrain.tasks.tool_use.pool_align import calibrated_gate
 
-    gate, found = calibrated_gate(lambda p, t: channel_logprobs(model, tokenizer, p, t))
+    gate, found = calibrated_gate(partial(channel_logprobs, model, tokenizer))
     console.print(
         f"relevance gate: threshold {gate.threshold} (keeps {found['call_rows_passing']:.0%} of calls, "
         f"declines {found['no_call_rows_declined']:.0%} of requests no tool fits: validation tool families)"

@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -204,10 +204,7 @@ class ChatService:
             from posttrain.inference import channel_logprobs  # torch: not before the server binds
 
             tools = list(plan.registry.values())
-
-            def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
-                return channel_logprobs(self.model, self.tokenizer, prefixes, targets)
-
+            channel = partial(channel_logprobs, self.model, self.tokenizer)
             (scores,) = relevance_scores(channel, [last_request(plan.messages)], [tools])
             chosen = self.gate.choose(scores)
             plan.grammar = tool_turn_grammar([] if chosen is None else [tools[chosen]], lltok=self.lltok)

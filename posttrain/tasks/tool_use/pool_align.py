@@ -141,16 +141,14 @@ def evaluate_pool(
         raise ValueError("a relevance gate acts through the grammar: it needs constrained decoding")
     else:
         replies = generate(prompts)
-    figs, records = user_eval_figures(replies, items, fmt)
-    for i, (row, record) in enumerate(zip(rows, records, strict=True)):
+    figs, records = user_eval_figures(replies, items, fmt, scores)
+    for row, record in zip(rows, records, strict=True):
         record |= {
             "id": row["id"],
             "family": row["family"],
             "function": row["function"],
             "reward": pool_reward(record["reply"], row, fmt),
         }
-        if scores is not None:
-            record["relevance"] = [round(x, 4) for x in scores[i]]
     return figs, records
 
 

@@ -254,11 +254,14 @@ def score_reply(text: str, item: EvalItem, fmt: ChatToolFormat | None = None) ->
 
 
 def user_eval_figures(
-    texts: Sequence[str], items: Sequence[EvalItem], fmt: ChatToolFormat | None = None
+    texts: Sequence[str],
+    items: Sequence[EvalItem],
+    fmt: ChatToolFormat | None = None,
+    relevance: Sequence[Sequence[float]] | None = None,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """Every figure of `USER_EVAL_METRICS` over one reply per item, and a record per row (where it
-    came from, the reply, the gold and its indicators) for the output JSON; `fmt` as in
-    `score_reply`."""
+    came from, the reply, the gold and its indicators, and with `relevance` each offered tool's
+    score from `gated_tools`) for the output JSON; `fmt` as in `score_reply`."""
     if len(texts) != len(items):
         raise ValueError(f"{len(texts)} replies for {len(items)} rows")
     scores = [score_reply(t, item, fmt) for t, item in zip(texts, items, strict=True)]
@@ -267,4 +270,6 @@ def user_eval_figures(
         {"line": item.line, "reply": text, "gold": item.gold, **score}
         for text, item, score in zip(texts, items, scores, strict=True)
     ]
+    for record, row in zip(records, relevance or [], strict=False):
+        record["relevance"] = [round(x, 4) for x in row]
     return figures, records
