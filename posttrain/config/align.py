@@ -154,6 +154,13 @@ class AlignEvalSettings(Strict):
         "the threshold that keeps 90% of calls, set per evaluated model on validation tool families. "
         "null = the model chooses among all offered tools.",
     )
+    rerank_arguments: bool = Field(
+        False,
+        description="tool_use: each function-pool call's arguments re-read by the model: of the call and "
+        "its single schema-valid edits (an optional argument dropped, another enum value, another "
+        "number of the request, two arguments swapped), the one under which the request is likeliest "
+        "(posttrain.toolcall.rerank). Thought→Action only.",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
     seed: int = Field(1000, description="Seed of the held-out data; never used for training or tuning.")

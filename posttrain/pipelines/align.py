@@ -74,7 +74,13 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
     cfg = resumed(cfg, resume)
     ev = cfg.evaluation
     task = align_task(
-        cfg.task, cfg.data.tool_format, cfg.model.name, ev.force_answer, ev.constrained, ev.relevance_gate
+        cfg.task,
+        cfg.data.tool_format,
+        cfg.model.name,
+        ev.force_answer,
+        ev.constrained,
+        ev.relevance_gate,
+        ev.rerank_arguments,
     )
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)

@@ -22,13 +22,15 @@ def align_task(
     force_answer: bool = True,
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
+    rerank: bool = False,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
     loaded and checked here, before any model loads). `force_answer=False` gives meetings with
     the free ReAct loop (no answer forced at the step cap). `constrained` gives tool_use whose
     function-pool turns are decoded inside their tools' grammar (Thought→Action only), narrowed by
-    a `RelevanceGate` at `relevance_gate` when given."""
+    a `RelevanceGate` at `relevance_gate` when given. `rerank` gives tool_use whose function-pool
+    calls have their arguments re-read by the model (`toolcall.rerank`; Thought→Action only)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -40,11 +42,15 @@ def align_task(
         raise ConfigError(
             "evaluation.relevance_gate acts through the grammar: set evaluation.constrained too"
         )
+    if rerank and (name != "tool_use" or tool_format != "react"):
+        raise ConfigError(
+            "evaluation.rerank_arguments applies to --task tool_use in the Thought→Action format only"
+        )
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
-    if constrained:
+    if constrained or rerank:
         gate = RelevanceGate(relevance_gate) if isinstance(relevance_gate, float | int) else relevance_gate
-        return ToolUseAlign(constrained=True, gate=gate)
+        return ToolUseAlign(constrained=constrained, gate=gate, rerank=rerank)
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:

@@ -29,13 +29,18 @@ ChannelScore = Callable[[Sequence[str], Sequence[str]], list[float]]
 """Mean per-token log P(target | prefix) for each (prefix, target) pair, e.g. `inference.channel_scorer`."""
 
 
-def tool_prefix(tool: Tool) -> str:
-    """The text a tool's request is scored after: its name, description and every parameter's."""
+def tool_line(tool: Tool) -> str:
+    """A tool as the channel reads it: "Tool: <name>: <description> (<param>: <description>, ...)"."""
     properties = tool.parameters.get("properties", {}) if isinstance(tool.parameters, dict) else {}
     params = ", ".join(
         f"{k}: {v.get('description', '')}" for k, v in properties.items() if isinstance(v, dict)
     )
-    return f"Tool: {tool.name}: {tool.description} ({params})\nA request for this tool: "
+    return f"Tool: {tool.name}: {tool.description} ({params})"
+
+
+def tool_prefix(tool: Tool) -> str:
+    """The text a tool's request is scored after: its name, description and every parameter's."""
+    return f"{tool_line(tool)}\nA request for this tool: "
 
 
 # The baseline is a tool that says nothing, in the same frame: a terse request ("se tax for 74133")

@@ -174,12 +174,14 @@ class ToolUseAlign:
         chat_format: ChatToolFormat | None = None,
         constrained: bool = False,
         gate: RelevanceGate | Literal["auto"] | None = None,
+        rerank: bool = False,
     ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
         self.constrained = constrained  # pool turns decoded inside their tools' grammar
         # with `constrained`: the grammar narrowed to the request's tool, or none; "auto": the
         # threshold calibrated for each evaluated model (`calibrated_gate`)
         self.gate = gate
+        self.rerank = rerank  # each pool call's arguments re-read by the model (toolcall.rerank)
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -325,7 +327,7 @@ class ToolUseAlign:
             records["relevance_calibration"] = [calibration]
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
-                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained, gate)  # type: ignore[arg-type]
+                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained, gate, self.rerank)  # type: ignore[arg-type]
                 figs[split], records[split] = pooled
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)

@@ -22,7 +22,7 @@ from posttrain.tasks.tool_use.pool import PoolSplit
 from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_reward
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
 from posttrain.tasks.tool_use.scoring import NO_CALL
-from posttrain.tasks.tool_use.user_eval import gated_tools, turn_grammars, user_eval_figures
+from posttrain.tasks.tool_use.user_eval import gated_tools, reranked_turns, turn_grammars, user_eval_figures
 from posttrain.toolcall import Generate, GrammarGenerate
 from posttrain.toolcall.relevance import (
     ChannelScore,
@@ -121,11 +121,14 @@ def evaluate_pool(
     fmt: ChatToolFormat | None = None,
     constrained: bool = False,
     gate: RelevanceGate | None = None,
+    rerank: bool = False,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """The user-data figures (AST accuracy first) of one model's replies to `rows`; `constrained`
     keeps each reply inside its row's `turn_grammars` (`generate` must then take grammars), and
     `gate` (which needs `constrained` and `generate.channel`, as `inference.generator`'s has)
-    narrows each grammar to the tool the request is about, or to a final answer."""
+    narrows each grammar to the tool the request is about, or to a final answer. `rerank` (which
+    needs `generate.channel` and the Thought→Action format) re-reads each call's arguments
+    (`toolcall.rerank`)."""
     items = [pool_item(r, i) for i, r in enumerate(rows)]
     prompts = [pool_prompt(r, fmt) for r in rows]
     scores: list[list[float]] | None = None
@@ -141,7 +144,12 @@ def evaluate_pool(
         raise ValueError("a relevance gate acts through the grammar: it needs constrained decoding")
     else:
         replies = generate(prompts)
-    figs, records = user_eval_figures(replies, items, fmt, scores)
+    notes = None
+    if rerank:
+        if fmt is not None:
+            raise ValueError("argument reranking reads Thought→Action turns, not a chat template's")
+        replies, notes = reranked_turns(replies, items, generate.channel)  # type: ignore[union-attr]
+    figs, records = user_eval_figures(replies, items, fmt, scores, notes)
     for row, record in zip(rows, records, strict=True):
         record |= {
             "id": row["id"],

@@ -50,6 +50,7 @@ from posttrain.toolcall import (
     tool_turn_grammar,
 )
 from posttrain.toolcall.relevance import ChannelScore, RelevanceGate, last_request, relevance_scores
+from posttrain.toolcall.rerank import rerank_replies
 
 USER_EVAL_METRICS = (
     "ast_accuracy",
@@ -253,15 +254,31 @@ def score_reply(text: str, item: EvalItem, fmt: ChatToolFormat | None = None) ->
     }
 
 
+def reranked_turns(
+    replies: Sequence[str], items: Sequence[EvalItem], channel: ChannelScore
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Each call's arguments re-read by the model (`toolcall.rerank`), and per row what that did
+    for the records: how many candidates were scored and, where it changed, the reply before."""
+    requests = [last_request(i.messages) for i in items]
+    new, counts = rerank_replies(channel, replies, requests, [i.tools for i in items])
+    notes = [
+        {"rerank_candidates": n} | ({"reply_before_rerank": old} if old != text else {})
+        for old, text, n in zip(replies, new, counts, strict=True)
+    ]
+    return new, notes
+
+
 def user_eval_figures(
     texts: Sequence[str],
     items: Sequence[EvalItem],
     fmt: ChatToolFormat | None = None,
     relevance: Sequence[Sequence[float]] | None = None,
+    notes: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """Every figure of `USER_EVAL_METRICS` over one reply per item, and a record per row (where it
-    came from, the reply, the gold and its indicators, and with `relevance` each offered tool's
-    score from `gated_tools`) for the output JSON; `fmt` as in `score_reply`."""
+    came from, the reply, the gold and its indicators, with `relevance` each offered tool's score
+    from `gated_tools`, and `notes` as `reranked_turns` gives them) for the output JSON; `fmt` as
+    in `score_reply`."""
     if len(texts) != len(items):
         raise ValueError(f"{len(texts)} replies for {len(items)} rows")
     scores = [score_reply(t, item, fmt) for t, item in zip(texts, items, strict=True)]
@@ -272,4 +289,6 @@ def user_eval_figures(
     ]
     for record, row in zip(records, relevance or [], strict=False):
         record["relevance"] = [round(x, 4) for x in row]
+    for record, note in zip(records, notes or [], strict=False):
+        record |= note
     return figures, records

@@ -1,0 +1,117 @@
+"""Argument reranking: which edits of a call are candidates, that the channel's favourite wins and
+the rest of a reply is kept, and the reranked pool evaluation end to end on a real (tiny) model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from posttrain.toolcall import Tool, format_call, format_final, parse_response
+from posttrain.toolcall.rerank import argument_edits, call_prefix, request_numbers, rerank_replies
+
+BOOK = Tool(
+    "book_rooms",
+    "Book hotel rooms.",
+    {
+        "type": "object",
+        "properties": {
+            "nights": {"type": "integer", "description": "Nights to stay."},
+            "arrival": {"type": "string", "description": "Check-in date."},
+            "departure": {"type": "string", "description": "Check-out date."},
+            "room": {"type": "string", "enum": ["single", "double", "suite"]},
+            "note": {"type": "string", "description": "Anything else."},
+        },
+        "required": ["nights", "arrival", "departure", "room"],
+    },
+)
+REQUEST = "Book a double room for 3 nights, 1,200 dollars at most, from 2026-05-01 to 2026-05-04."
+CALL = {"nights": 4, "arrival": "2026-05-04", "departure": "2026-05-01", "room": "double", "note": "x"}
+
+
+def test_request_numbers_are_read_once_each_in_order():
+    assert request_numbers(REQUEST) == [3, 1200, 2026, 5, 1, 4]  # a date's "-05" is 5, not -5
+    assert request_numbers("from -4.5 to 7") == [-4.5, 7]
+    assert request_numbers("3.0 kg, then 2.5 and 3") == [3, 2.5]
+
+
+def test_edits_are_single_schema_valid_changes_and_the_call_itself_first():
+    edits = argument_edits(BOOK, CALL, REQUEST)
+    assert edits[0] == CALL
+    changed = [{k for k in CALL.keys() | e.keys() if CALL.get(k) != e.get(k)} for e in edits[1:]]
+    assert {"note"} in changed  # the optional argument dropped
+    assert CALL | {"nights": 3} in edits and CALL | {"nights": 1200} in edits  # numbers of the request
+    assert CALL | {"room": "suite"} in edits and CALL | {"room": "single"} in edits  # other enum values
+    assert CALL | {"arrival": "2026-05-01", "departure": "2026-05-04"} in edits  # two strings swapped
+    assert all(len(c) in (1, 2) for c in changed)
+    # no required argument is ever dropped, and no enum gets a value outside it
+    assert all(set(BOOK.parameters["required"]) <= e.keys() for e in edits)
+    assert all(e["room"] in ("single", "double", "suite") for e in edits)
+    assert len(edits) == len({json.dumps(e, sort_keys=True) for e in edits})
+
+
+def test_the_candidate_the_channel_prefers_replaces_the_call_and_keeps_the_thought():
+    without_note = {k: v for k, v in CALL.items() if k != "note"}
+    wanted = call_prefix(BOOK, without_note)
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def channel(prefixes, targets):
+        calls.append((list(prefixes), list(targets)))
+        return [1.0 if p == wanted else 0.0 for p in prefixes]
+
+    reply = format_call("I should book.", "book_rooms", CALL)
+    final = format_final("No tool needed.", "Hello!")
+    out, counts = rerank_replies(channel, [reply, final, "garbage"], [REQUEST] * 3, [[BOOK]] * 3)
+    assert len(calls) == 1 and set(calls[0][1]) == {REQUEST}  # one batched channel call
+    assert out[1:] == [final, "garbage"] and counts[1:] == [0, 0]
+    assert counts[0] == len(argument_edits(BOOK, CALL, REQUEST))
+    parsed = parse_response(out[0], {"book_rooms": BOOK})
+    assert parsed.kind == "call" and parsed.thought == "I should book." and parsed.call.args == without_note
+
+
+def test_ties_keep_the_models_own_reply_verbatim():
+    reply = format_call("Book.", "book_rooms", CALL) + "\ntrailing words"
+    out, counts = rerank_replies(lambda p, t: [0.0] * len(p), [reply], [REQUEST], [[BOOK]])
+    assert out == [reply] and counts[0] > 1
+
+
+def test_reranked_pool_evaluation_records_what_it_changed(tiny_spec):
+    """Gold turns as the replies (a random tiny model seldom finishes a call), scored by the real
+    tiny model's channel: every call is reranked, a changed one keeps its reply before."""
+    from functools import partial
+
+    from posttrain.inference import channel_logprobs
+    from posttrain.models import load_for_inference
+    from posttrain.tasks.tool_use.pool_align import evaluate_pool
+    from posttrain.tasks.tool_use.pool_pairs import pool_item
+    from posttrain.tasks.tool_use.pool_rows import pool_rows
+    from posttrain.tasks.tool_use.user_eval import gold_turn
+
+    model, tok = load_for_inference(tiny_spec)
+    rows = pool_rows(8, 5, "validation", irrelevance=0.25)
+    gold = [gold_turn(pool_item(r, i)) for i, r in enumerate(rows)]
+
+    def generate(prompts, grammars=None):
+        return gold[: len(prompts)]
+
+    generate.channel = partial(channel_logprobs, model, tok)  # type: ignore[attr-defined]
+    plain, _ = evaluate_pool(generate, rows)
+    figs, records = evaluate_pool(generate, rows, rerank=True)
+    assert plain["ast_accuracy"].value == 1.0 and figs["format_validity"].value == 1.0
+    for row, text, record in zip(rows, gold, records, strict=True):
+        if row["gold"] == "no_call":
+            assert record["rerank_candidates"] == 0 and record["reply"] == text
+        else:
+            assert record["rerank_candidates"] >= 1
+            assert record.get("reply_before_rerank", text) == text
+            assert (record["reply"] != text) == ("reply_before_rerank" in record)
+    assert any(r["rerank_candidates"] > 1 for r in records)
+
+
+def test_reranking_a_chat_template_format_is_refused():
+    from posttrain.errors import ConfigError
+    from posttrain.tasks.align import align_task
+
+    with pytest.raises(ConfigError, match="rerank_arguments applies to --task tool_use"):
+        align_task("meetings", rerank=True)
+    assert align_task("tool_use", rerank=True).rerank is True
