@@ -93,6 +93,14 @@ def serve(
             "model at start (posttrain's validation tool families, 90% of calls kept).",
         ),
     ] = None,
+    rerank_arguments: Annotated[
+        bool,
+        typer.Option(
+            "--rerank-arguments",
+            help="With tools: re-read each call's arguments with the model before returning it (of the "
+            "call and its single schema-valid edits, the one the last user turn is likeliest under).",
+        ),
+    ] = False,
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
     tool calls and streaming; one request at a time, --max-queue more waiting."""
@@ -108,6 +116,7 @@ def serve(
         max_queue,
         constrain_tools,
         _gate_option(relevance_gate),
+        rerank_arguments,
     )
 
 
@@ -157,6 +166,15 @@ def eval_(
             "it for the model on posttrain's validation tool families (90% of calls kept).",
         ),
     ] = None,
+    rerank_arguments: Annotated[
+        bool,
+        typer.Option(
+            "--rerank-arguments",
+            help="tool_use: re-read each call's arguments with the model: of the call and its single "
+            "schema-valid edits (an optional argument dropped, another enum value, another number of "
+            "the request, two arguments swapped), keep the one the request is likeliest under.",
+        ),
+    ] = False,
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""
@@ -179,6 +197,7 @@ def eval_(
         tools=tools,
         constrained=constrained,
         relevance_gate=_gate_option(relevance_gate),
+        rerank_arguments=rerank_arguments,
     )
     console.print(result["table"])
     if output is not None:

@@ -29,6 +29,7 @@ from posttrain.tasks.tool_use.pool_align import calibrated_gate
 from posttrain.tasks.tool_use.user_eval import (
     gated_tools,
     read_eval_items,
+    reranked_turns,
     turn_grammars,
     user_eval_conversations,
     user_eval_figures,
@@ -60,6 +61,7 @@ def run_eval(
     tools: Path | None = None,
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
+    rerank_arguments: bool = False,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -75,6 +77,7 @@ def run_eval(
     `relevance_gate` narrows each such grammar to the tool the request is about, or to a final
     answer under that threshold (`toolcall.relevance`); "auto" calibrates it for this model on
     posttrain's validation tool families (`calibrated_gate`), never on the data scored.
+    `rerank_arguments` re-reads each such call's arguments with the model (`toolcall.rerank`).
     """
     if relevance_gate is not None and not constrained:
         raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
@@ -93,6 +96,7 @@ def run_eval(
             output=output,
             constrained=constrained,
             relevance_gate=relevance_gate,
+            rerank_arguments=rerank_arguments,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -108,10 +112,17 @@ def run_eval(
 
     if task == "tool_use":
         align = align_task(
-            task, adapter_tool_format(adapter), spec, constrained=constrained, relevance_gate=relevance_gate
+            task,
+            adapter_tool_format(adapter),
+            spec,
+            constrained=constrained,
+            relevance_gate=relevance_gate,
+            rerank=rerank_arguments,
         )
     else:
-        align = align_task(task, constrained=constrained, relevance_gate=relevance_gate)
+        align = align_task(
+            task, constrained=constrained, relevance_gate=relevance_gate, rerank=rerank_arguments
+        )
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
@@ -135,7 +146,7 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
-        "decoding": _decoding(constrained, relevance_gate),
+        "decoding": _decoding(constrained, relevance_gate, rerank_arguments),
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
@@ -157,11 +168,13 @@ def run_eval_data(
     output: Path | None = None,
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
+    rerank_arguments: bool = False,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
     with `output`, also writes them and every row's record as JSON. `constrained` decodes each
-    turn inside its row's tool grammar (`turn_grammars`), narrowed by `relevance_gate` as in `run_eval`.
+    turn inside its row's tool grammar (`turn_grammars`), narrowed by `relevance_gate` as in `run_eval`;
+    `rerank_arguments` as there.
 
     Every row is checked before the model loads, so a bad row costs nothing and writes nothing.
     """
@@ -174,6 +187,10 @@ def run_eval_data(
     as_chat = adapter_tool_format(adapter) == "chat_template"
     if relevance_gate is not None and not constrained:
         raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
+    if rerank_arguments and as_chat:
+        raise PosttrainError(
+            "--rerank-arguments reads Thought→Action turns; this adapter writes its chat template's"
+        )
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
@@ -190,7 +207,10 @@ def run_eval_data(
         offered, scores = gated_tools(items, channel, gate)
         grammars = turn_grammars(items, as_chat, offered)
     replies = generate(user_eval_conversations(items, fmt), grammars)
-    figures, records = user_eval_figures(replies, items, fmt, scores)
+    notes = None
+    if rerank_arguments:
+        replies, notes = reranked_turns(replies, items, generate.channel)  # type: ignore[attr-defined]
+    figures, records = user_eval_figures(replies, items, fmt, scores, notes)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
     out: dict[str, Any] = {
@@ -199,7 +219,7 @@ def run_eval_data(
         "adapter": str(adapter) if adapter else None,
         "data": str(data),
         "tools": str(tools) if tools else None,
-        "decoding": _decoding(constrained, relevance_gate),
+        "decoding": _decoding(constrained, relevance_gate, rerank_arguments),
         "relevance_calibration": calibration,
         "figures": flat(figures, n=len(items)),
         "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
@@ -210,7 +230,9 @@ def run_eval_data(
     return out
 
 
-def _decoding(constrained: bool, relevance_gate: float | str | None) -> str:
+def _decoding(constrained: bool, relevance_gate: float | str | None, rerank: bool = False) -> str:
     if relevance_gate is not None:
-        return f"constrained, relevance gate {relevance_gate}"
-    return "constrained" if constrained else "free"
+        mode = f"constrained, relevance gate {relevance_gate}"
+    else:
+        mode = "constrained" if constrained else "free"
+    return mode + (", arguments reranked" if rerank else "")

@@ -99,6 +99,7 @@ def create_app(
     max_queue: int = DEFAULT_MAX_QUEUE,
     constrain_tools: bool = False,
     relevance_gate: float | None = None,
+    rerank_arguments: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
@@ -109,7 +110,8 @@ def create_app(
     `constrain_tools` decodes a tool_choice "auto" turn inside the request's tool grammar
     (`toolcall.tool_turn_grammar`: the model still chooses between a call and an answer, but a call
     names an offered tool with schema-valid arguments); `relevance_gate` narrows that grammar to the
-    tool the last user turn is about, or to a plain answer under the threshold (`toolcall.relevance`).
+    tool the last user turn is about, or to a plain answer under the threshold (`toolcall.relevance`);
+    `rerank_arguments` re-reads each returned call's arguments with the model (`toolcall.rerank`).
 
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
@@ -117,7 +119,9 @@ def create_app(
     """
     app = FastAPI(title="posttrain serve", description="OpenAI-compatible chat completions.")
     _install_error_handlers(app)
-    service = ChatService(model, tokenizer, model_name, tool_prompt, constrain_tools, relevance_gate)
+    service = ChatService(
+        model, tokenizer, model_name, tool_prompt, constrain_tools, relevance_gate, rerank_arguments
+    )
     admission = Admission(max_queue)
     watchers: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "posttrain"}
@@ -283,6 +287,7 @@ def run_serve(
     max_queue: int = DEFAULT_MAX_QUEUE,
     constrain_tools: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
+    rerank_arguments: bool = False,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -290,8 +295,9 @@ def run_serve(
     clients must send it as `model`. Binds before loading, so a taken port fails fast.
     `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`;
     None: `serve_tool_prompt` reads it from the adapter); `max_queue` requests may wait behind the
-    one generating; `constrain_tools` and `relevance_gate` as in `create_app` ("auto": calibrated
-    for the loaded model on posttrain's validation tool families before serving, `calibrated_gate`).
+    one generating; `constrain_tools`, `relevance_gate` and `rerank_arguments` as in `create_app`
+    (a gate of "auto": calibrated for the loaded model on posttrain's validation tool families
+    before serving, `calibrated_gate`).
     """
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
@@ -301,6 +307,8 @@ def run_serve(
         )
     if relevance_gate is not None and not constrain_tools:
         raise ConfigError("--relevance-gate acts through the tools' grammar: add --constrain-tools")
+    if rerank_arguments and tool_prompt == "chat_template":
+        raise ConfigError("--rerank-arguments reads Thought→Action calls, not a chat template's tool calls")
     if max_queue < 0:
         raise PosttrainError(f"--max-queue must be 0 or more, got {max_queue}")
     sock = bind_socket(host, port)  # before torch is even imported: a taken port fails in a second
@@ -318,7 +326,9 @@ def run_serve(
         name = served_model_name or (str(adapter) if adapter is not None else base)
         if relevance_gate == "auto":
             relevance_gate = _calibrated_threshold(llm, tok, console)
-        app = create_app(llm, tok, name, tool_prompt, max_queue, constrain_tools, relevance_gate)
+        app = create_app(
+            llm, tok, name, tool_prompt, max_queue, constrain_tools, relevance_gate, rerank_arguments
+        )
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base
         console.print(

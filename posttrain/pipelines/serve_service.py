@@ -42,6 +42,7 @@ from posttrain.pipelines.serve_tools import (
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, chat_tool_format
 from posttrain.toolcall import ToolRegistry, tool_turn_grammar
 from posttrain.toolcall.relevance import RelevanceGate, last_request, relevance_scores
+from posttrain.toolcall.rerank import rerank_replies
 
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
 
@@ -78,7 +79,8 @@ class ChatService:
     `tool_prompt="chat_template"` needs a chat template that renders tools: ConfigError otherwise,
     here, before any request. `relevance_gate` (with `constrain_tools`) narrows a tool_choice
     "auto" turn to the offered tool the last user turn is about, or to a plain answer
-    (`toolcall.relevance`).
+    (`toolcall.relevance`); `rerank_arguments` re-reads each call's arguments before it is
+    returned (`toolcall.rerank`; Thought→Action only).
     """
 
     def __init__(
@@ -89,8 +91,10 @@ class ChatService:
         tool_prompt: ToolPrompt = "compact",
         constrain_tools: bool = False,
         relevance_gate: float | None = None,
+        rerank_arguments: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.rerank = rerank_arguments
         self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
         self.gate = None if relevance_gate is None else RelevanceGate(relevance_gate)
         self.chat_format: ChatToolFormat | None = (
@@ -248,7 +252,8 @@ class ChatService:
             message: dict[str, Any] = {"role": "assistant", "content": s.text, "refusal": None}
             finish: str | None = None
             if plan.registry is not None:
-                message, finish = reply_message(s.text, plan.registry, plan.choice, self.chat_format)
+                text = self.reranked(plan, s.text) if self.rerank and plan.choice != "none" else s.text
+                message, finish = reply_message(text, plan.registry, plan.choice, self.chat_format)
             choice = {
                 "index": i,
                 "message": message,
@@ -270,6 +275,16 @@ class ChatService:
             },
             "system_fingerprint": None,
         }
+
+    def reranked(self, plan: Plan, text: str) -> str:
+        """`text` with its call's arguments re-read by the model (unchanged when not a call)."""
+        from posttrain.inference import channel_logprobs  # torch: not before the server binds
+
+        assert plan.registry is not None
+        channel = partial(channel_logprobs, self.model, self.tokenizer)
+        tools = [list(plan.registry.values())]
+        (out,), _ = rerank_replies(channel, [text], [last_request(plan.messages)], tools)
+        return out
 
     def complete(self, plan: Plan, cancel: threading.Event | None = None) -> dict[str, Any]:
         """The whole chat.completion for `plan`; raises APIError for what the request got wrong."""

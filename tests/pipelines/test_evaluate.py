@@ -252,3 +252,24 @@ def test_eval_cli_relevance_gate_records_scores_and_needs_constrained(tiny_spec,
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["decoding"] == "constrained, relevance gate 0.2"
     assert [len(r["relevance"]) for r in result["records"]] == [2, 1, 2]  # one score per offered tool
+
+
+def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec, tmp_path):
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
+    out = run_cli(
+        *args,
+        "--rerank-arguments",
+        "--model",
+        "tiny-random",
+        "--max-new-tokens",
+        "16",
+        "-o",
+        "e.json",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["decoding"] == "free, arguments reranked"
+    assert all(isinstance(r["rerank_candidates"], int) for r in result["records"])

@@ -397,3 +397,39 @@ def test_serve_auto_gate_is_calibrated_for_the_loaded_model(served: tuple[str, A
     said = io.StringIO()
     threshold = _calibrated_threshold(model, tokenizer, Console(file=said, width=200))
     assert isinstance(threshold, float) and f"relevance gate: threshold {threshold}" in said.getvalue()
+
+
+def test_rerank_arguments_rewrites_a_call_the_channel_prefers_edited(served: tuple[str, Any, Any]) -> None:
+    """--rerank-arguments: a returned call is the one of its edits the model's channel prefers
+    (here: the call itself or one of its single edits, always schema-valid), "none" turns and
+    plain answers are left alone, and a chat-template server refuses it."""
+    from posttrain.errors import ConfigError
+    from posttrain.inference import channel_logprobs
+    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve_schema import ChatRequest
+    from posttrain.pipelines.serve_service import ChatService
+    from posttrain.toolcall.rerank import argument_edits, call_prefix
+
+    _, model, tokenizer = served
+    service = ChatService(model, tokenizer, SERVED_NAME, rerank_arguments=True)
+    plan = service.plan(ChatRequest.model_validate({"model": SERVED_NAME, "messages": ASK, "tools": TOOLS}))
+    tool = registry()["add"]
+    edits = argument_edits(tool, {"a": 5, "b": 3}, ASK[0]["content"])
+    assert {"a": 2, "b": 3} in edits and {"a": 3, "b": 5} in edits  # a request number; swapped
+    scores = channel_logprobs(
+        model, tokenizer, [call_prefix(tool, e) for e in edits], [ASK[0]["content"]] * len(edits)
+    )
+    best = edits[max(range(len(edits)), key=scores.__getitem__)]
+    out = service.reranked(plan, format_call("Add them.", "add", {"a": 5, "b": 3}))
+    assert json.loads(out.split("```json\n")[1].split("\n```")[0]) == {"tool": "add", "args": best}
+    answer = format_final("Easy.", "5")
+    assert service.reranked(plan, answer) == answer
+    # the completion a client gets carries the reranked call
+    from posttrain.constrained import Sample
+
+    service.tokenize(plan)
+    sent = service.completion(plan, [Sample(format_call("Add them.", "add", {"a": 5, "b": 3}), 20, "stop")])
+    (call,) = sent["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == best
+    with pytest.raises(ConfigError, match="--rerank-arguments reads Thought→Action"):
+        run_serve(None, None, port=0, tool_prompt="chat_template", rerank_arguments=True)
