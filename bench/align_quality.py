@@ -122,6 +122,48 @@ def gate_calibrations(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
+def rerank_effects(run_dir: str | Path) -> dict[str, Any]:
+    """What argument reranking (`evaluation.rerank_arguments`) did, per pool split and evaluated
+    model: AST accuracy of the replies as generated and as reranked on the same rows (the
+    records keep each changed row's reply before), and how many replies it changed. Empty when
+    the run did not rerank."""
+    import yaml
+
+    from posttrain.tasks.tool_use.pool_align import pool_eval_sets
+    from posttrain.tasks.tool_use.pool_pairs import pool_item
+    from posttrain.tasks.tool_use.scoring import NO_CALL
+    from posttrain.tasks.tool_use.user_eval import score_reply
+
+    run_dir = Path(run_dir)
+    evaluation = yaml.safe_load((run_dir / "config.yaml").read_text())["evaluation"]
+    if not evaluation.get("rerank_arguments"):
+        return {}
+    sets = pool_eval_sets(evaluation["seed"], evaluation["items"])
+    out: dict[str, Any] = {}
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        records = json.loads(path.read_text()).get("records", {})
+        for split, rows in sets.items():
+            if split not in records:
+                continue
+            got = records[split]
+            if [rec["id"] for rec in got] != [r["id"] for r in rows]:
+                raise SystemExit(f"{path}: {split} records are not the rows of seed {evaluation['seed']}")
+            pairs = [(pool_item(r, i), rec) for i, (r, rec) in enumerate(zip(rows, got, strict=True))]
+            calls = [(item, rec) for item, rec in pairs if item.gold != NO_CALL]
+            before = sum(
+                bool(score_reply(rec.get("reply_before_rerank", rec["reply"]), item)["ast_accuracy"])
+                for item, rec in calls
+            )
+            after = sum(bool(rec["ast_accuracy"]) for _, rec in calls)
+            out.setdefault(split, {})[path.stem] = {
+                "ast_accuracy_as_generated": round(before / len(calls), 4),
+                "ast_accuracy_reranked": round(after / len(calls), 4),
+                "call_rows": len(calls),
+                "replies_changed": sum("reply_before_rerank" in rec for _, rec in pairs),
+            }
+    return out
+
+
 def dpo_gate(summary: dict[str, Any]) -> dict[str, Any]:
     """DPO minus SFT on the unseen families, per figure, and whether DPO is worse than SFT beyond
     SFT's CI anywhere (the issue's bar: no figure worse beyond its CI)."""
@@ -224,6 +266,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             if calibrations := gate_calibrations(summary["run_dir"]):
                 result["tool_use"]["relevance_gate_calibration"] = calibrations
+            if effects := rerank_effects(summary["run_dir"]):
+                result["tool_use"]["argument_rerank"] = effects
             result["react"] = {
                 "indist": tool_use_block(summary, "indist"),
                 "unseen_tools": tool_use_block(summary, "heldout"),

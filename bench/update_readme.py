@@ -436,7 +436,7 @@ def _align_quality(r: dict) -> str:
         if block not in r.get(group, {}):
             continue
         if group == "tool_use":
-            title += _tool_use_decoding(r)
+            title += _tool_use_decoding(r) + _rerank_caption(r, block)
         out += f"{title}:\n\n| model | n | " + " | ".join(keys) + " |\n"
         out += "|---" * (len(keys) + 2) + "|\n"
         for model in ("base", "sft", "dpo"):
@@ -473,6 +473,21 @@ def _tool_use_decoding(r: dict) -> str:
         "; decoded constrained with the relevance gate, its threshold calibrated per model on "
         f"validation families: {cells}"
     )
+
+
+def _rerank_caption(r: dict, block: str) -> str:
+    """What argument reranking did on this table's rows, AST as generated -> as reranked."""
+    split = {"heldout_families": "unseen_families"}.get(block, block)
+    found = (r["tool_use"].get("argument_rerank") or {}).get(split)
+    if not found:
+        return ""
+    cells = ", ".join(
+        f"{m} {e['ast_accuracy_as_generated']:.2f} -> {e['ast_accuracy_reranked']:.2f} "
+        f"({e['replies_changed']} replies changed)"
+        for m, e in found.items()
+    )
+    head = "; then each call's arguments reranked (toolcall/rerank.py), AST as generated -> "
+    return head + f"reranked: {cells}"
 
 
 def _relevance(r: dict) -> str:
@@ -555,6 +570,8 @@ VARIANT_SPLITS = {
     "validation_constrained": "validation families, constrained",
     "validation_gated_sft_channel": "validation families, gated by the SFT model's scores at 0.2",
     "validation_gated_base_channel": "validation families, gated by the base model's scores at 0.2",
+    "validation_gated": "validation families, constrained and gated",
+    "validation_gated_reranked": "validation families, constrained, gated and arguments reranked",
 }
 
 
