@@ -78,6 +78,12 @@ def test_the_gate_keeps_the_best_tool_above_its_threshold_and_none_below():
     assert gate.choose([0.1, 0.19]) is None and gate.choose([]) is None
     assert RelevanceGate(-math.inf).choose([-9.0, -3.0]) == 1
     assert last_request([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == "a"
+    after_a_call = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": "Thought: x\nAction: ..."},
+        {"role": "user", "content": "Observation: 12 C"},
+    ]
+    assert last_request(after_a_call) == "weather in Oslo?"  # a tool's result is not the request
 
 
 def test_with_no_tools_the_turn_grammar_admits_only_a_final_answer(tiny):

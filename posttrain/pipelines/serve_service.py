@@ -280,7 +280,8 @@ class ChatService:
         """`text` with its call's arguments re-read by the model (unchanged when not a call)."""
         from posttrain.inference import channel_logprobs  # torch: not before the server binds
 
-        assert plan.registry is not None
+        if plan.registry is None:
+            return text
         channel = partial(channel_logprobs, self.model, self.tokenizer)
         tools = [list(plan.registry.values())]
         (out,), _ = rerank_replies(channel, [text], [last_request(plan.messages)], tools)

@@ -108,5 +108,13 @@ def calibrate(
 
 
 def last_request(messages: Sequence[dict[str, str]]) -> str:
-    """The text a tool must fit: the last user turn."""
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    """The text a tool must fit: the last user turn that is not a tool's observation (in the
+    Thought→Action format a tool result comes back as a user turn "Observation: ...")."""
+    return next(
+        (
+            m["content"]
+            for m in reversed(messages)
+            if m["role"] == "user" and not m["content"].lstrip().startswith("Observation:")
+        ),
+        "",
+    )
