@@ -572,6 +572,8 @@ VARIANT_SPLITS = {
     "validation_gated_base_channel": "validation families, gated by the base model's scores at 0.2",
     "validation_gated": "validation families, constrained and gated",
     "validation_gated_reranked": "validation families, constrained, gated and arguments reranked",
+    "validation_base_gate9_reranked": "validation families, base-model gate at 90% of calls, reranked",
+    "validation_base_gate95_reranked": "validation families, base-model gate at 95% of calls, reranked",
 }
 
 
