@@ -469,6 +469,11 @@ def _tool_use_decoding(r: dict) -> str:
         f"{c['no_call_rows_declined']:.0%} of no-call requests there)"
         for m, c in found.items()
     )
+    if all(c.get("scorer") == "base" for c in found.values()):
+        return (
+            "; decoded constrained with the relevance gate scored by the base model (adapter off), "
+            f"its threshold calibrated on validation families: {cells}"
+        )
     return (
         "; decoded constrained with the relevance gate, its threshold calibrated per model on "
         f"validation families: {cells}"

@@ -273,7 +273,8 @@ def generator(
     """A `generate` for the ReAct loop (`toolcall.Generate`) over `generate_batch`: batches of
     `batch_size`, greedy, or sampled with `sample=(temperature, top_p)`; `prefix_cache` as there.
     It also takes `grammars` (`toolcall.GrammarGenerate`), with the grammar tokenizer built once,
-    and carries `channel` (`channel_logprobs` on the same model) for a relevance gate."""
+    and carries `channel` (`channel_logprobs` on the same model) for a relevance gate, and
+    `base_channel` (the same with its adapter off, `base_weights`) for a gate the base model scores."""
     temperature, top_p = sample or (1.0, 1.0)
     lltok: list[Any] = []  # built on the first constrained call (~0.5 s), then reused
 
@@ -296,11 +297,50 @@ def generator(
             lltok=lltok[0] if lltok else None,
         )
 
-    def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
-        return channel_logprobs(model, tokenizer, prefixes, targets, batch_size)
-
-    generate.channel = channel  # type: ignore[attr-defined]  # for `toolcall.relevance`'s gate
+    generate.channel = channel_scorer(model, tokenizer, batch_size)  # type: ignore[attr-defined]
+    generate.base_channel = channel_scorer(model, tokenizer, batch_size, base=True)  # type: ignore[attr-defined]
     return generate
+
+
+def channel_scorer(
+    model: Any, tokenizer: Any, batch_size: int = 16, base: bool = False
+) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+    """`channel_logprobs` on `model` as a `toolcall.relevance.ChannelScore`; with `base`, scored
+    with a PEFT model's adapter off (`base_weights`)."""
+
+    def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
+        with base_weights(model) if base else contextlib.nullcontext():
+            return channel_logprobs(model, tokenizer, prefixes, targets, batch_size)
+
+    return channel
+
+
+@contextlib.contextmanager
+def base_weights(model: Any) -> Iterator[Any]:
+    """A PEFT model with its adapter off for the duration, merged (`merged`) or not, and as it
+    was afterwards; any other model as it is.
+
+    A merged adapter lives in the base weights, so switching it off alone would compute with
+    them (PEFT then unmerges inside the forward and leaves the model unmerged): unmerge first,
+    merge back after. Each such round trip rounds the weights once (harmless in float32, a
+    bfloat16 ulp at worst), so a model scored this way often (`posttrain serve`) is best kept
+    unmerged (`models.load_for_inference(keep_base=True)`).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    if not layers:
+        yield model
+        return
+    was_merged = any(layer.merged for layer in layers)
+    if was_merged:
+        model.unmerge_adapter()
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:
+        if was_merged:
+            model.merge_adapter()
 
 
 @contextlib.contextmanager

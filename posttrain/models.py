@@ -435,16 +435,24 @@ def check_adapter(adapter: str | Path, spec: str | None = None) -> None:
 
 
 def load_for_inference(
-    spec: str, adapter: str | Path | None = None, settings: DeviceSettings | None = None
+    spec: str,
+    adapter: str | Path | None = None,
+    settings: DeviceSettings | None = None,
+    keep_base: bool = False,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode, with an adapter merged in when given."""
+    """(model, tokenizer) in eval mode, with an adapter merged in when given. `keep_base` keeps
+    the adapter apart instead (a PEFT model, unmerged: exact, at the cost of LoRA's extra
+    matmuls), so that `inference.base_weights` can switch it off for a base-scored relevance gate
+    without rounding the weights on every switch."""
     if adapter is not None:
         check_adapter(adapter, spec)
     model, tok = load_model(spec, settings)
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if not keep_base:
+            model = model.merge_and_unload()
     model.eval()
     return model, tok
 

@@ -177,3 +177,75 @@ def test_eval_cli_auto_gate_is_calibrated_on_validation_families(tiny_spec, tmp_
         calibration["call_rows_passing"] >= 0.9 and calibration["rows"] == 200 and calibration["seed"] == 3000
     )
     assert result["decoding"] == "constrained, relevance gate auto"
+
+
+def _lora(tiny_spec):
+    """A tiny-random PEFT model whose adapter really changes the logits (B is zero at init)."""
+    from peft import LoraConfig, get_peft_model
+
+    from posttrain.models import load_for_inference
+
+    base, tok = load_for_inference(tiny_spec)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    return model.eval(), tok
+
+
+def test_base_weights_scores_the_base_merged_or_not_and_restores_the_adapter(tiny_spec):
+    from posttrain.inference import base_weights, merged
+
+    model, tok = _lora(tiny_spec)
+    ids = torch.tensor([tok("a request for the weather in Oslo")["input_ids"]])
+
+    def logits():
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    tuned = logits()
+    with model.disable_adapter():
+        base = logits()
+    assert not torch.allclose(tuned, base, atol=1e-3), "the adapter must matter for this test"
+    with base_weights(model):
+        assert torch.allclose(logits(), base, atol=1e-5)
+    assert torch.allclose(logits(), tuned, atol=1e-5)
+    with merged(model):
+        with base_weights(model):
+            assert torch.allclose(logits(), base, atol=1e-4)
+        assert any(getattr(m, "merged", False) for m in model.modules()), "merged again afterwards"
+        assert torch.allclose(logits(), tuned, atol=1e-4)
+    with model.disable_adapter():  # the base model under evaluation stays the base model
+        with base_weights(model):
+            assert torch.allclose(logits(), base, atol=1e-5)
+        assert torch.allclose(logits(), base, atol=1e-5)
+
+
+def test_a_base_scored_gate_reads_the_base_channel_and_calibrates_once(tiny_spec, monkeypatch):
+    import posttrain.tasks.tool_use.align as tool_align
+    from posttrain.inference import generator
+    from posttrain.tasks.align import align_task
+    from posttrain.tasks.tool_use.pool_align import scoring_channel
+
+    model, tok = _lora(tiny_spec)
+    generate = generator(model, tok, 24, 4)
+    pairs = ([tool_prefix(TOOLS[0])], ["weather in Oslo"])
+    with model.disable_adapter():
+        base = generate.channel(*pairs)
+    assert scoring_channel(generate, "base")(*pairs) == pytest.approx(base, abs=1e-5)
+    assert scoring_channel(generate, "model")(*pairs) != pytest.approx(base, abs=1e-3)
+
+    calls = []
+
+    def counted(channel, **kwargs):
+        calls.append(kwargs)
+        return RelevanceGate(0.1, kwargs["scorer"]), {"threshold": 0.1}
+
+    monkeypatch.setattr(tool_align, "calibrated_gate", counted)
+    task = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="base", gate_keep=0.95)
+    # one calibration serves every evaluated model: the base model is the same for all of them
+    assert task._calibrated(generate)[0] == task._calibrated(generate)[0] == RelevanceGate(0.1, "base")
+    assert calls == [{"min_pass": 0.95, "scorer": "base"}]
+    fixed = align_task("tool_use", constrained=True, relevance_gate=0.2, gate_scorer="base")
+    assert fixed.gate == RelevanceGate(0.2, "base")

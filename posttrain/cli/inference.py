@@ -9,6 +9,24 @@ import typer
 
 from posttrain.cli.options import AdapterOpt, ModelOpt, console, writable_file
 
+GateScorerOpt = Annotated[
+    Literal["model", "base"],
+    typer.Option(
+        "--relevance-gate-scorer",
+        help="With --relevance-gate: which model scores relevance: the one under test, or its base "
+        "model with the adapter off (sharper at high must-call: posttrain.toolcall.relevance).",
+    ),
+]
+GateKeepOpt = Annotated[
+    float,
+    typer.Option(
+        "--relevance-gate-keep",
+        min=0.01,
+        max=1.0,
+        help="With --relevance-gate auto: the share of validation-family calls the threshold lets through.",
+    ),
+]
+
 
 def generate(
     input: Annotated[
@@ -90,9 +108,11 @@ def serve(
             "--relevance-gate",
             help="With --constrain-tools: call only the offered tool the last user turn is most about, and "
             "none (a plain answer) when its relevance score is under this threshold; auto sets it for the "
-            "model at start (posttrain's validation tool families, 90% of calls kept).",
+            "model at start (posttrain's validation tool families, --relevance-gate-keep of calls kept).",
         ),
     ] = None,
+    relevance_gate_scorer: GateScorerOpt = "model",
+    relevance_gate_keep: GateKeepOpt = 0.9,
     rerank_arguments: Annotated[
         bool,
         typer.Option(
@@ -117,6 +137,8 @@ def serve(
         constrain_tools,
         _gate_option(relevance_gate),
         rerank_arguments,
+        relevance_gate_scorer,
+        relevance_gate_keep,
     )
 
 
@@ -163,9 +185,11 @@ def eval_(
             "--relevance-gate",
             help="tool_use, with --constrained: call only the offered tool the request is most about, and "
             "none when its relevance score (nats per request token) is under this threshold; auto sets "
-            "it for the model on posttrain's validation tool families (90% of calls kept).",
+            "it on posttrain's validation tool families (--relevance-gate-keep of calls kept).",
         ),
     ] = None,
+    relevance_gate_scorer: GateScorerOpt = "model",
+    relevance_gate_keep: GateKeepOpt = 0.9,
     rerank_arguments: Annotated[
         bool,
         typer.Option(
@@ -198,6 +222,8 @@ def eval_(
         constrained=constrained,
         relevance_gate=_gate_option(relevance_gate),
         rerank_arguments=rerank_arguments,
+        relevance_gate_scorer=relevance_gate_scorer,
+        relevance_gate_keep=relevance_gate_keep,
     )
     console.print(result["table"])
     if output is not None:

@@ -151,8 +151,21 @@ class AlignEvalSettings(Strict):
         description="tool_use, with constrained: each function-pool turn may call only the offered tool "
         "the request is most about, and only when its noisy-channel relevance score (nats per request "
         "token, posttrain.toolcall.relevance) reaches this threshold; under it, a final answer. auto = "
-        "the threshold that keeps 90% of calls, set per evaluated model on validation tool families. "
+        "the threshold that keeps relevance_gate_keep of calls, set on validation tool families. "
         "null = the model chooses among all offered tools.",
+    )
+    relevance_gate_scorer: Literal["model", "base"] = Field(
+        "model",
+        description="tool_use, with relevance_gate: which model's channel scores the gate: the evaluated "
+        "model itself, or its base model with the adapter off (tuning on calls blunts the tuned model's "
+        "channel at high recall; the base one's threshold is calibrated once for every model).",
+    )
+    relevance_gate_keep: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="tool_use, with relevance_gate auto: the share of validation-family calls the "
+        "calibrated threshold lets through (must-call comes first; irrelevance is what remains).",
     )
     rerank_arguments: bool = Field(
         False,

@@ -81,6 +81,8 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         ev.constrained,
         ev.relevance_gate,
         ev.rerank_arguments,
+        ev.relevance_gate_scorer,
+        ev.relevance_gate_keep,
     )
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)

@@ -25,7 +25,7 @@ from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from posttrain.tasks.tool_use.pool_align import calibrated_gate
+from posttrain.tasks.tool_use.pool_align import calibrated_gate, scoring_channel
 from posttrain.tasks.tool_use.user_eval import (
     gated_tools,
     read_eval_items,
@@ -62,6 +62,8 @@ def run_eval(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
+    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_keep: float = 0.9,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -75,8 +77,9 @@ def run_eval(
     `constrained` decodes each function-pool or `data` turn inside its tools' grammar (a Thought,
     then a schema-valid call of an offered tool or a final answer; the ReAct episodes stay free);
     `relevance_gate` narrows each such grammar to the tool the request is about, or to a final
-    answer under that threshold (`toolcall.relevance`); "auto" calibrates it for this model on
-    posttrain's validation tool families (`calibrated_gate`), never on the data scored.
+    answer under that threshold (`toolcall.relevance`); "auto" calibrates it on posttrain's
+    validation tool families (`calibrated_gate`, keeping `relevance_gate_keep` of their calls),
+    never on the data scored; `relevance_gate_scorer` "base" scores with the adapter off.
     `rerank_arguments` re-reads each such call's arguments with the model (`toolcall.rerank`).
     """
     if relevance_gate is not None and not constrained:
@@ -97,6 +100,8 @@ def run_eval(
             constrained=constrained,
             relevance_gate=relevance_gate,
             rerank_arguments=rerank_arguments,
+            relevance_gate_scorer=relevance_gate_scorer,
+            relevance_gate_keep=relevance_gate_keep,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -118,6 +123,8 @@ def run_eval(
             constrained=constrained,
             relevance_gate=relevance_gate,
             rerank=rerank_arguments,
+            gate_scorer=relevance_gate_scorer,
+            gate_keep=relevance_gate_keep,
         )
     else:
         align = align_task(
@@ -126,7 +133,7 @@ def run_eval(
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    llm, tok = load_for_inference(spec, adapter)
+    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base")
     generate = generator(llm, tok, max_new_tokens, batch_size)
     figures, records = align.evaluate(generate, data, max_steps, compact)
 
@@ -146,7 +153,7 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
-        "decoding": _decoding(constrained, relevance_gate, rerank_arguments),
+        "decoding": _decoding(constrained, relevance_gate, rerank_arguments, relevance_gate_scorer),
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
@@ -169,6 +176,8 @@ def run_eval_data(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
+    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_keep: float = 0.9,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
@@ -194,16 +203,18 @@ def run_eval_data(
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
-    llm, tok = load_for_inference(spec, adapter)
+    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base")
     fmt = chat_tool_format(tok, spec) if as_chat else None
     generate = generator(llm, tok, max_new_tokens, batch_size)
     scores, calibration = None, None
     if relevance_gate is not None:
-        channel = generate.channel  # type: ignore[attr-defined]
+        channel = scoring_channel(generate, relevance_gate_scorer)
         if relevance_gate == "auto":
-            gate, calibration = calibrated_gate(channel)
+            gate, calibration = calibrated_gate(
+                channel, min_pass=relevance_gate_keep, scorer=relevance_gate_scorer
+            )
         else:
-            gate = RelevanceGate(float(relevance_gate))
+            gate = RelevanceGate(float(relevance_gate), relevance_gate_scorer)
         offered, scores = gated_tools(items, channel, gate)
         grammars = turn_grammars(items, as_chat, offered)
     replies = generate(user_eval_conversations(items, fmt), grammars)
@@ -219,7 +230,7 @@ def run_eval_data(
         "adapter": str(adapter) if adapter else None,
         "data": str(data),
         "tools": str(tools) if tools else None,
-        "decoding": _decoding(constrained, relevance_gate, rerank_arguments),
+        "decoding": _decoding(constrained, relevance_gate, rerank_arguments, relevance_gate_scorer),
         "relevance_calibration": calibration,
         "figures": flat(figures, n=len(items)),
         "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
@@ -230,9 +241,13 @@ def run_eval_data(
     return out
 
 
-def _decoding(constrained: bool, relevance_gate: float | str | None, rerank: bool = False) -> str:
+def _decoding(
+    constrained: bool, relevance_gate: float | str | None, rerank: bool = False, scorer: str = "model"
+) -> str:
     if relevance_gate is not None:
-        mode = f"constrained, relevance gate {relevance_gate}"
+        mode = f"constrained, relevance gate {relevance_gate}" + (
+            " (base-scored)" if scorer == "base" else ""
+        )
     else:
         mode = "constrained" if constrained else "free"
     return mode + (", arguments reranked" if rerank else "")

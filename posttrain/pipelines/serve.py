@@ -62,6 +62,7 @@ from posttrain.pipelines.serve_service import ChatService, Plan, unknown_model
 from posttrain.pipelines.serve_stream import completion_chunks, sse_response
 from posttrain.pipelines.serve_tools import TOOL_PROMPTS, ToolPrompt
 from posttrain.rundir import adapter_tool_format
+from posttrain.toolcall.relevance import RelevanceGate
 
 # ---------------------------------------------------------------- the app
 
@@ -98,7 +99,7 @@ def create_app(
     tool_prompt: ToolPrompt = "compact",
     max_queue: int = DEFAULT_MAX_QUEUE,
     constrain_tools: bool = False,
-    relevance_gate: float | None = None,
+    relevance_gate: RelevanceGate | None = None,
     rerank_arguments: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
@@ -265,16 +266,20 @@ def serve_tool_prompt(adapter: Path | None, asked: str | None) -> ToolPrompt:
     return asked  # type: ignore[return-value]  # checked against TOOL_PROMPTS above
 
 
-def _calibrated_threshold(model: Any, tokenizer: Any, console: Any) -> float:
-    from posttrain.inference import channel_logprobs
+def _calibrated_gate(
+    model: Any, tokenizer: Any, console: Any, scorer: Literal["model", "base"] = "model", keep: float = 0.9
+) -> RelevanceGate:
+    from posttrain.inference import channel_scorer
     from posttrain.tasks.tool_use.pool_align import calibrated_gate
 
-    gate, found = calibrated_gate(partial(channel_logprobs, model, tokenizer))
+    channel = channel_scorer(model, tokenizer, base=scorer == "base")
+    gate, found = calibrated_gate(channel, min_pass=keep, scorer=scorer)
     console.print(
-        f"relevance gate: threshold {gate.threshold} (keeps {found['call_rows_passing']:.0%} of calls, "
-        f"declines {found['no_call_rows_declined']:.0%} of requests no tool fits: validation tool families)"
+        f"relevance gate ({scorer}-scored): threshold {gate.threshold} (keeps "
+        f"{found['call_rows_passing']:.0%} of calls, declines {found['no_call_rows_declined']:.0%} of "
+        "requests no tool fits: validation tool families)"
     )
-    return gate.threshold
+    return gate
 
 
 def run_serve(
@@ -288,6 +293,8 @@ def run_serve(
     constrain_tools: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
+    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_keep: float = 0.9,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -296,8 +303,9 @@ def run_serve(
     `tool_prompt` lists a request's tools as the adapter was trained to read them (`create_app`;
     None: `serve_tool_prompt` reads it from the adapter); `max_queue` requests may wait behind the
     one generating; `constrain_tools`, `relevance_gate` and `rerank_arguments` as in `create_app`
-    (a gate of "auto": calibrated for the loaded model on posttrain's validation tool families
-    before serving, `calibrated_gate`).
+    (a gate of "auto": calibrated on posttrain's validation tool families before serving,
+    `calibrated_gate`, keeping `relevance_gate_keep` of their calls). `relevance_gate_scorer`
+    "base" scores relevance with the adapter off (kept unmerged for it: `load_for_inference`).
     """
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
@@ -322,13 +330,15 @@ def run_serve(
         console = Console()
         # As `posttrain chat` does: an adapter saved by posttrain remembers its base model.
         base = model or (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
-        llm, tok = load_for_inference(base, adapter)
+        base_scored = relevance_gate is not None and relevance_gate_scorer == "base"
+        llm, tok = load_for_inference(base, adapter, keep_base=base_scored)
         name = served_model_name or (str(adapter) if adapter is not None else base)
+        gate = None
         if relevance_gate == "auto":
-            relevance_gate = _calibrated_threshold(llm, tok, console)
-        app = create_app(
-            llm, tok, name, tool_prompt, max_queue, constrain_tools, relevance_gate, rerank_arguments
-        )
+            gate = _calibrated_gate(llm, tok, console, relevance_gate_scorer, relevance_gate_keep)
+        elif relevance_gate is not None:
+            gate = RelevanceGate(float(relevance_gate), relevance_gate_scorer)
+        app = create_app(llm, tok, name, tool_prompt, max_queue, constrain_tools, gate, rerank_arguments)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base
         console.print(

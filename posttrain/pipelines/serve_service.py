@@ -90,13 +90,13 @@ class ChatService:
         model_name: str,
         tool_prompt: ToolPrompt = "compact",
         constrain_tools: bool = False,
-        relevance_gate: float | None = None,
+        relevance_gate: RelevanceGate | None = None,
         rerank_arguments: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.rerank = rerank_arguments
         self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
-        self.gate = None if relevance_gate is None else RelevanceGate(relevance_gate)
+        self.gate = relevance_gate
         self.chat_format: ChatToolFormat | None = (
             chat_tool_format(tokenizer, model_name) if tool_prompt == "chat_template" else None
         )
@@ -205,10 +205,10 @@ class ChatService:
         plan.prompt = self.prompt_for(plan.messages)
         plan.max_new = self.budget(plan.wanted, len(plan.prompt))
         if plan.gated and plan.registry is not None and self.gate is not None:
-            from posttrain.inference import channel_logprobs  # torch: not before the server binds
+            from posttrain.inference import channel_scorer  # torch: not before the server binds
 
             tools = list(plan.registry.values())
-            channel = partial(channel_logprobs, self.model, self.tokenizer)
+            channel = channel_scorer(self.model, self.tokenizer, base=self.gate.scorer == "base")
             (scores,) = relevance_scores(channel, [last_request(plan.messages)], [tools])
             chosen = self.gate.choose(scores)
             plan.grammar = tool_turn_grammar([] if chosen is None else [tools[chosen]], lltok=self.lltok)
@@ -278,11 +278,11 @@ class ChatService:
 
     def reranked(self, plan: Plan, text: str) -> str:
         """`text` with its call's arguments re-read by the model (unchanged when not a call)."""
-        from posttrain.inference import channel_logprobs  # torch: not before the server binds
+        from posttrain.inference import channel_scorer  # torch: not before the server binds
 
         if plan.registry is None:
             return text
-        channel = partial(channel_logprobs, self.model, self.tokenizer)
+        channel = channel_scorer(self.model, self.tokenizer)
         tools = [list(plan.registry.values())]
         (out,), _ = rerank_replies(channel, [text], [last_request(plan.messages)], tools)
         return out

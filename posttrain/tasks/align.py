@@ -23,14 +23,18 @@ def align_task(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank: bool = False,
+    gate_scorer: Literal["model", "base"] = "model",
+    gate_keep: float = 0.9,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
     loaded and checked here, before any model loads). `force_answer=False` gives meetings with
     the free ReAct loop (no answer forced at the step cap). `constrained` gives tool_use whose
     function-pool turns are decoded inside their tools' grammar (Thought→Action only), narrowed by
-    a `RelevanceGate` at `relevance_gate` when given. `rerank` gives tool_use whose function-pool
-    calls have their arguments re-read by the model (`toolcall.rerank`; Thought→Action only)."""
+    a `RelevanceGate` at `relevance_gate` when given, scored by `gate_scorer` (the evaluated model or
+    its base) and, when "auto", calibrated to keep `gate_keep` of validation calls. `rerank` gives
+    tool_use whose function-pool calls have their arguments re-read by the model
+    (`toolcall.rerank`; Thought→Action only)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -49,8 +53,14 @@ def align_task(
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
     if constrained or rerank:
-        gate = RelevanceGate(relevance_gate) if isinstance(relevance_gate, float | int) else relevance_gate
-        return ToolUseAlign(constrained=constrained, gate=gate, rerank=rerank)
+        gate = (
+            RelevanceGate(relevance_gate, gate_scorer)
+            if isinstance(relevance_gate, float | int)
+            else relevance_gate
+        )
+        return ToolUseAlign(
+            constrained=constrained, gate=gate, rerank=rerank, gate_scorer=gate_scorer, gate_keep=gate_keep
+        )
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:

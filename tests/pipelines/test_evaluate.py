@@ -254,6 +254,55 @@ def test_eval_cli_relevance_gate_records_scores_and_needs_constrained(tiny_spec,
     assert [len(r["relevance"]) for r in result["records"]] == [2, 1, 2]  # one score per offered tool
 
 
+def test_eval_a_base_scored_gate_keeps_the_adapter_apart_and_says_so(tiny_spec, tmp_path):
+    """--relevance-gate-scorer base: the adapter is loaded unmerged (so the gate can switch it off
+    without rounding the weights) and calibrated at --relevance-gate-keep."""
+    import torch
+    from peft import PeftModel, get_peft_model
+
+    from posttrain.models import load_for_inference, load_model, lora_config
+    from posttrain.pipelines.evaluate import run_eval
+    from posttrain.rundir import save_adapter
+
+    base, _ = load_model(tiny_spec)
+    lora = get_peft_model(base, lora_config(4, 8, 0.0))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    meta = {"kind": "align-sft", "task": "tool_use", "compact_prompt": True}
+    adapter = save_adapter(lora, tmp_path / "adapter", tiny_spec, meta)
+    kept, _ = load_for_inference(tiny_spec, adapter, keep_base=True)
+    assert isinstance(kept, PeftModel) and not any(getattr(m, "merged", False) for m in kept.modules())
+    assert not isinstance(load_for_inference(tiny_spec, adapter)[0], PeftModel)
+
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    out = run_eval(
+        "tool_use",
+        None,
+        adapter,
+        data=tmp_path / "items.jsonl",
+        tools=tmp_path / "tools.json",
+        max_new_tokens=16,
+        constrained=True,
+        relevance_gate=0.2,
+        relevance_gate_scorer="base",
+    )
+    assert out["decoding"] == "constrained, relevance gate 0.2 (base-scored)"
+    cli = run_cli(
+        "eval",
+        "--task",
+        "tool_use",
+        "--data",
+        "items.jsonl",
+        "--relevance-gate-scorer",
+        "adapter",
+        cwd=tmp_path,
+    )
+    assert cli.returncode == 2 and "--relevance-gate-scorer" in cli.stdout + cli.stderr
+
+
 def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec, tmp_path):
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
     (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))

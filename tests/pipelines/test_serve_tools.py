@@ -363,7 +363,7 @@ def test_relevance_gate_narrows_an_auto_turn_to_the_requests_tool_or_an_answer(
     from posttrain.pipelines.serve_schema import ChatRequest
     from posttrain.pipelines.serve_service import ChatService
     from posttrain.toolcall import tool_turn_grammar
-    from posttrain.toolcall.relevance import relevance_scores
+    from posttrain.toolcall.relevance import RelevanceGate, relevance_scores
 
     _, model, tokenizer = served
     ask = ChatRequest.model_validate({"model": SERVED_NAME, "messages": ASK, "tools": TOOLS})
@@ -373,7 +373,8 @@ def test_relevance_gate_narrows_an_auto_turn_to_the_requests_tool_or_an_answer(
     )
     best = tools[max(range(len(scores)), key=scores.__getitem__)]
     for threshold, expected in ((-math.inf, [best]), (math.inf, [])):
-        service = ChatService(model, tokenizer, SERVED_NAME, constrain_tools=True, relevance_gate=threshold)
+        gate = RelevanceGate(threshold)
+        service = ChatService(model, tokenizer, SERVED_NAME, constrain_tools=True, relevance_gate=gate)
         plan = service.plan(ask)
         assert plan.gated and plan.grammar == tool_turn_grammar(tools)  # all tools until it holds the model
         service.tokenize(plan)
@@ -391,12 +392,13 @@ def test_serve_auto_gate_is_calibrated_for_the_loaded_model(served: tuple[str, A
 
     from rich.console import Console
 
-    from posttrain.pipelines.serve import _calibrated_threshold
+    from posttrain.pipelines.serve import _calibrated_gate
 
     _, model, tokenizer = served
     said = io.StringIO()
-    threshold = _calibrated_threshold(model, tokenizer, Console(file=said, width=200))
-    assert isinstance(threshold, float) and f"relevance gate: threshold {threshold}" in said.getvalue()
+    gate = _calibrated_gate(model, tokenizer, Console(file=said, width=200), keep=0.95)
+    assert gate.scorer == "model"
+    assert f"relevance gate (model-scored): threshold {gate.threshold}" in said.getvalue()
 
 
 def test_rerank_arguments_rewrites_a_call_the_channel_prefers_edited(served: tuple[str, Any, Any]) -> None:

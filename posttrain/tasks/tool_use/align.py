@@ -30,6 +30,7 @@ from posttrain.tasks.tool_use.pool_align import (
     pool_rollout_prompts,
     pool_rollouts,
     pool_training,
+    scoring_channel,
 )
 from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.registry import Split, build_registry
@@ -175,13 +176,20 @@ class ToolUseAlign:
         constrained: bool = False,
         gate: RelevanceGate | Literal["auto"] | None = None,
         rerank: bool = False,
+        gate_scorer: Literal["model", "base"] = "model",
+        gate_keep: float = 0.9,
     ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
         self.constrained = constrained  # pool turns decoded inside their tools' grammar
         # with `constrained`: the grammar narrowed to the request's tool, or none; "auto": the
-        # threshold calibrated for each evaluated model (`calibrated_gate`)
+        # threshold calibrated for each evaluated model (`calibrated_gate`) by `gate_scorer`,
+        # keeping `gate_keep` of the validation calls
         self.gate = gate
+        self.gate_scorer = gate_scorer
+        self.gate_keep = gate_keep
         self.rerank = rerank  # each pool call's arguments re-read by the model (toolcall.rerank)
+        # a base-scored gate's calibration is the same for every evaluated model: found once
+        self._base_gate: tuple[RelevanceGate, dict[str, Any]] | None = None
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -323,7 +331,7 @@ class ToolUseAlign:
         records: dict[str, list[dict[str, Any]]] = {}
         gate = self.gate
         if gate == "auto" and any(split in POOL_SPLITS or split == "validation_families" for split in sets):
-            gate, calibration = calibrated_gate(generate.channel)  # type: ignore[attr-defined]
+            gate, calibration = self._calibrated(generate)
             records["relevance_calibration"] = [calibration]
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
@@ -332,6 +340,14 @@ class ToolUseAlign:
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records
+
+    def _calibrated(self, generate: Generate) -> tuple[RelevanceGate, dict[str, Any]]:
+        channel = scoring_channel(generate, self.gate_scorer)
+        if self.gate_scorer != "base":
+            return calibrated_gate(channel, min_pass=self.gate_keep)
+        if self._base_gate is None:
+            self._base_gate = calibrated_gate(channel, min_pass=self.gate_keep, scorer="base")
+        return self._base_gate
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:
         return {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from posttrain.tasks.metrics import Figure
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_turn
@@ -137,7 +137,7 @@ def evaluate_pool(
     elif constrained:
         offered = None
         if gate is not None:
-            offered, scores = gated_tools(items, generate.channel, gate)  # type: ignore[union-attr]
+            offered, scores = gated_tools(items, scoring_channel(generate, gate.scorer), gate)
         grammars = turn_grammars(items, fmt is not None, offered)
         replies = generate(prompts, grammars=grammars)  # type: ignore[call-arg]
     elif gate is not None:
@@ -160,12 +160,23 @@ def evaluate_pool(
     return figs, records
 
 
+def scoring_channel(generate: Any, scorer: str) -> ChannelScore:
+    """The channel a gate of `scorer` reads from an `inference.generator`: the model's own, or
+    its base model's with the adapter off ("base")."""
+    return generate.base_channel if scorer == "base" else generate.channel
+
+
 def calibrated_gate(
-    channel: ChannelScore, rows: int = 200, seed: int = CALIBRATION_SEED, min_pass: float = 0.9
+    channel: ChannelScore,
+    rows: int = 200,
+    seed: int = CALIBRATION_SEED,
+    min_pass: float = 0.9,
+    scorer: Literal["model", "base"] = "model",
 ) -> tuple[RelevanceGate, dict[str, Any]]:
-    """A `RelevanceGate` whose threshold `calibrate` sets from the scoring model's own scores on
-    `rows` requests of the VALIDATION families (30% that no offered tool fits): neither trained on
-    nor reported, so the threshold is chosen on neither the training nor the test split."""
+    """A `RelevanceGate` of `scorer` whose threshold `calibrate` sets from `channel`'s scores (that
+    scorer's) on `rows` requests of the VALIDATION families (30% that no offered tool fits):
+    neither trained on nor reported, so the threshold is chosen on neither the training nor the
+    test split."""
     data = [pool_item(r, i) for i, r in enumerate(pool_rows(rows, seed, "validation", irrelevance=0.3))]
     scores = relevance_scores(channel, [last_request(i.messages) for i in data], [i.tools for i in data])
     best = [max(s) for s in scores]
@@ -174,4 +185,5 @@ def calibrated_gate(
         [b for b, i in zip(best, data, strict=True) if i.gold == NO_CALL],
         min_pass,
     )
-    return RelevanceGate(found["threshold"]), found | {"rows": rows, "seed": seed, "min_pass": min_pass}
+    meta = {"rows": rows, "seed": seed, "min_pass": min_pass, "scorer": scorer}
+    return RelevanceGate(found["threshold"], scorer), found | meta
