@@ -74,6 +74,27 @@ def test_a_gated_out_dpo_leaves_the_sft_adapter_as_the_final_one(tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["adapter", GATED_OUT, "sft_adapter"]
 
 
+def test_when_the_gate_kept_sft_dpo_figures_are_sfts_without_a_second_evaluation(tmp_path):
+    """adapter/ is then a copy of sft_adapter/: no model is loaded (resident None would fail)."""
+    from posttrain.pipelines.align_eval import evaluate_models
+    from posttrain.tasks.tool_use.align import ToolUseAlign
+
+    run = RunDir(tmp_path, "r")
+    (run.path / "eval").mkdir(parents=True)
+    for name, value in (("base", 0.1), ("sft", 0.4)):
+        figs = {"unseen_families": {"ast_accuracy": {"value": value, "n": 3}}}
+        run.write_json(f"eval/{name}.json", {"figures": figs, "records": {"unseen_families": [name]}})
+    run.write_json("gate.json", {"applied": True, "kept": "sft"})
+    results = evaluate_models(None, ToolUseAlign(), {}, [], AlignConfig(), run)  # type: ignore[arg-type]
+    assert results["splits"]["unseen_families"]["dpo"] == results["splits"]["unseen_families"]["sft"]
+    dpo = json.loads((run.path / "eval" / "dpo.json").read_text())
+    assert dpo["same_as"] == "sft" and dpo["records"] == {"unseen_families": ["sft"]}
+    run.write_json("gate.json", {"applied": True, "kept": "dpo"})
+    (run.path / "eval" / "dpo.json").unlink()
+    with pytest.raises(AttributeError):  # kept DPO: evaluated for real, which needs the model
+        evaluate_models(None, ToolUseAlign(), {}, [], AlignConfig(), run)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ end to end
 
 
