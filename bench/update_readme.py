@@ -464,16 +464,20 @@ def _tool_use_decoding(r: dict) -> str:
     found = r["tool_use"].get("relevance_gate_calibration")
     if not found:
         return ""
-    cells = ", ".join(
-        f"{m} {c['threshold']:.3f} (keeps {c['call_rows_passing']:.0%} of calls, declines "
-        f"{c['no_call_rows_declined']:.0%} of no-call requests there)"
-        for m, c in found.items()
-    )
-    if all(c.get("scorer") == "base" for c in found.values()):
+
+    def cell(c: dict) -> str:
         return (
-            "; decoded constrained with the relevance gate scored by the base model (adapter off), "
-            f"its threshold calibrated on validation families: {cells}"
+            f"{c['threshold']:.3f} (keeps {c['call_rows_passing']:.0%} of calls, declines "
+            f"{c['no_call_rows_declined']:.0%} of no-call requests there)"
         )
+
+    if all(c.get("scorer") == "base" for c in found.values()):  # one calibration serves every model
+        shared = cell(next(iter(found.values())))
+        return (
+            "; decoded constrained with the relevance gate scored by the base model (adapter off) for "
+            f"every model, its threshold calibrated on validation families: {shared}"
+        )
+    cells = ", ".join(f"{m} {cell(c)}" for m, c in found.items())
     return (
         "; decoded constrained with the relevance gate, its threshold calibrated per model on "
         f"validation families: {cells}"
