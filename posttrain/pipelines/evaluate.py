@@ -25,7 +25,7 @@ from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from posttrain.tasks.tool_use.pool_align import calibrated_gate, scoring_channel
+from posttrain.tasks.tool_use.pool_align import gate_from, scoring_channel
 from posttrain.tasks.tool_use.user_eval import (
     gated_tools,
     read_eval_items,
@@ -34,7 +34,6 @@ from posttrain.tasks.tool_use.user_eval import (
     user_eval_conversations,
     user_eval_figures,
 )
-from posttrain.toolcall.relevance import RelevanceGate
 
 SPLITS = {
     "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),
@@ -209,12 +208,7 @@ def run_eval_data(
     scores, calibration = None, None
     if relevance_gate is not None:
         channel = scoring_channel(generate, relevance_gate_scorer)
-        if relevance_gate == "auto":
-            gate, calibration = calibrated_gate(
-                channel, min_pass=relevance_gate_keep, scorer=relevance_gate_scorer
-            )
-        else:
-            gate = RelevanceGate(float(relevance_gate), relevance_gate_scorer)
+        gate, calibration = gate_from(relevance_gate, channel, relevance_gate_scorer, relevance_gate_keep)
         offered, scores = gated_tools(items, channel, gate)
         grammars = turn_grammars(items, as_chat, offered)
     replies = generate(user_eval_conversations(items, fmt), grammars)

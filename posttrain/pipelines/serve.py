@@ -266,19 +266,26 @@ def serve_tool_prompt(adapter: Path | None, asked: str | None) -> ToolPrompt:
     return asked  # type: ignore[return-value]  # checked against TOOL_PROMPTS above
 
 
-def _calibrated_gate(
-    model: Any, tokenizer: Any, console: Any, scorer: Literal["model", "base"] = "model", keep: float = 0.9
+def _gate(
+    setting: float | str,
+    model: Any,
+    tokenizer: Any,
+    console: Any,
+    scorer: Literal["model", "base"] = "model",
+    keep: float = 0.9,
 ) -> RelevanceGate:
+    """The server's gate (`pool_align.gate_from`), its calibration said at start when "auto"."""
     from posttrain.inference import channel_scorer
-    from posttrain.tasks.tool_use.pool_align import calibrated_gate
+    from posttrain.tasks.tool_use.pool_align import gate_from
 
     channel = channel_scorer(model, tokenizer, base=scorer == "base")
-    gate, found = calibrated_gate(channel, min_pass=keep, scorer=scorer)
-    console.print(
-        f"relevance gate ({scorer}-scored): threshold {gate.threshold} (keeps "
-        f"{found['call_rows_passing']:.0%} of calls, declines {found['no_call_rows_declined']:.0%} of "
-        "requests no tool fits: validation tool families)"
-    )
+    gate, found = gate_from(setting, channel, scorer, keep)
+    if found is not None:
+        console.print(
+            f"relevance gate ({scorer}-scored): threshold {gate.threshold} (keeps "
+            f"{found['call_rows_passing']:.0%} of calls, declines {found['no_call_rows_declined']:.0%} of "
+            "requests no tool fits: validation tool families)"
+        )
     return gate
 
 
@@ -334,10 +341,8 @@ def run_serve(
         llm, tok = load_for_inference(base, adapter, keep_base=base_scored)
         name = served_model_name or (str(adapter) if adapter is not None else base)
         gate = None
-        if relevance_gate == "auto":
-            gate = _calibrated_gate(llm, tok, console, relevance_gate_scorer, relevance_gate_keep)
-        elif relevance_gate is not None:
-            gate = RelevanceGate(float(relevance_gate), relevance_gate_scorer)
+        if relevance_gate is not None:
+            gate = _gate(relevance_gate, llm, tok, console, relevance_gate_scorer, relevance_gate_keep)
         app = create_app(llm, tok, name, tool_prompt, max_queue, constrain_tools, gate, rerank_arguments)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base

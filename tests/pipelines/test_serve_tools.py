@@ -392,11 +392,11 @@ def test_serve_auto_gate_is_calibrated_for_the_loaded_model(served: tuple[str, A
 
     from rich.console import Console
 
-    from posttrain.pipelines.serve import _calibrated_gate
+    from posttrain.pipelines.serve import _gate
 
     _, model, tokenizer = served
     said = io.StringIO()
-    gate = _calibrated_gate(model, tokenizer, Console(file=said, width=200), keep=0.95)
+    gate = _gate("auto", model, tokenizer, Console(file=said, width=200), keep=0.95)
     assert gate.scorer == "model"
     assert f"relevance gate (model-scored): threshold {gate.threshold}" in said.getvalue()
 

@@ -166,6 +166,20 @@ def scoring_channel(generate: Any, scorer: str) -> ChannelScore:
     return generate.base_channel if scorer == "base" else generate.channel
 
 
+def gate_from(
+    setting: float | str,
+    channel: ChannelScore,
+    scorer: Literal["model", "base"] = "model",
+    keep: float = 0.9,
+) -> tuple[RelevanceGate, dict[str, Any] | None]:
+    """The gate a `--relevance-gate` setting names: a threshold as given, or for "auto" one
+    `calibrated_gate` finds with `channel` (the `scorer`'s) keeping `keep` of validation calls,
+    with its calibration record (None for a given threshold)."""
+    if setting == "auto":
+        return calibrated_gate(channel, min_pass=keep, scorer=scorer)
+    return RelevanceGate(float(setting), scorer), None
+
+
 def calibrated_gate(
     channel: ChannelScore,
     rows: int = 200,
