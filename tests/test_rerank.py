@@ -8,7 +8,15 @@ import json
 import pytest
 
 from posttrain.toolcall import Tool, format_call, format_final, parse_response
-from posttrain.toolcall.rerank import argument_edits, call_prefix, request_numbers, rerank_replies
+from posttrain.toolcall.rerank import (
+    UNGROUNDED_PENALTY,
+    argument_edits,
+    call_prefix,
+    request_numbers,
+    request_span,
+    rerank_replies,
+    ungrounded,
+)
 
 BOOK = Tool(
     "book_rooms",
@@ -27,6 +35,7 @@ BOOK = Tool(
 )
 REQUEST = "Book a double room for 3 nights, 1,200 dollars at most, from 2026-05-01 to 2026-05-04."
 CALL = {"nights": 4, "arrival": "2026-05-04", "departure": "2026-05-01", "room": "double", "note": "x"}
+GROUNDED = {"nights": 3, "arrival": "2026-05-01", "departure": "2026-05-04", "room": "double"}
 
 
 def test_request_numbers_are_read_once_each_in_order():
@@ -69,8 +78,41 @@ def test_the_candidate_the_channel_prefers_replaces_the_call_and_keeps_the_thoug
     assert parsed.kind == "call" and parsed.thought == "I should book." and parsed.call.args == without_note
 
 
+def test_values_the_request_does_not_name_are_counted():
+    assert ungrounded(BOOK, GROUNDED, REQUEST) == 0
+    assert ungrounded(BOOK, GROUNDED | {"room": "suite"}, REQUEST) == 0  # an enum value is not spelt out
+    assert ungrounded(BOOK, GROUNDED | {"nights": 7}, REQUEST) == 1  # no 7 in the request
+    assert ungrounded(BOOK, GROUNDED | {"note": "quiet floor"}, REQUEST) == 1
+    assert ungrounded(BOOK, GROUNDED | {"note": "DOUBLE ROOM"}, REQUEST) == 0  # case does not matter
+    # one request value in two slots: the second use counts
+    assert ungrounded(BOOK, GROUNDED | {"departure": "2026-05-01"}, REQUEST) == 1
+
+
+def test_a_misspelt_string_is_snapped_to_the_request_words_most_like_it():
+    assert request_span("Nurship Cam", "Show the Nursery Cam from 8 minutes ago.") == "Nursery Cam"
+    assert request_span("living_room", "Vacuum the living room, please") == "living room"
+    assert request_span("RS4821", "Cancel booking RSV-4821 tonight") == "RSV-4821"
+    assert request_span("Nursery Cam", "Show the Nursery Cam") is None  # already there
+    assert request_span("Paris", "Book a table for two at eight") is None  # nothing alike
+    call = GROUNDED | {"note": "dubble room"}
+    assert call | {"note": "double room"} in argument_edits(BOOK, call, REQUEST)
+
+
+def test_an_ungrounded_value_loses_a_close_call_but_not_a_clear_one():
+    """Equal channel scores: the call without the invented note wins. A channel that prefers the
+    note by more than the penalty keeps it (a normalised value the request words differently)."""
+    reply = format_call("Book.", "book_rooms", GROUNDED | {"note": "quiet floor"})
+    out, _ = rerank_replies(lambda p, t: [0.0] * len(p), [reply], [REQUEST], [[BOOK]])
+    assert parse_response(out[0], {"book_rooms": BOOK}).call.args == GROUNDED
+    own = call_prefix(BOOK, GROUNDED | {"note": "quiet floor"})
+    out, _ = rerank_replies(
+        lambda p, t: [2 * UNGROUNDED_PENALTY if x == own else 0.0 for x in p], [reply], [REQUEST], [[BOOK]]
+    )
+    assert out == [reply]
+
+
 def test_ties_keep_the_models_own_reply_verbatim():
-    reply = format_call("Book.", "book_rooms", CALL) + "\ntrailing words"
+    reply = format_call("Book.", "book_rooms", GROUNDED) + "\ntrailing words"
     out, counts = rerank_replies(lambda p, t: [0.0] * len(p), [reply], [REQUEST], [[BOOK]])
     assert out == [reply] and counts[0] > 1
 

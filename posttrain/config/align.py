@@ -171,8 +171,9 @@ class AlignEvalSettings(Strict):
         False,
         description="tool_use: each function-pool call's arguments re-read by the model: of the call and "
         "its single schema-valid edits (an optional argument dropped, another enum value, another "
-        "number of the request, two arguments swapped), the one under which the request is likeliest "
-        "(posttrain.toolcall.rerank). Thought→Action only.",
+        "number of the request, two arguments swapped, a misspelt string snapped to the request's "
+        "words), the one under which the request is likeliest, less a penalty for each value the "
+        "request does not name (posttrain.toolcall.rerank). Thought→Action only.",
     )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")

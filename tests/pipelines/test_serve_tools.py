@@ -402,15 +402,16 @@ def test_serve_auto_gate_is_calibrated_for_the_loaded_model(served: tuple[str, A
 
 
 def test_rerank_arguments_rewrites_a_call_the_channel_prefers_edited(served: tuple[str, Any, Any]) -> None:
-    """--rerank-arguments: a returned call is the one of its edits the model's channel prefers
-    (here: the call itself or one of its single edits, always schema-valid), "none" turns and
+    """--rerank-arguments: a returned call is the one of its edits the model's channel prefers,
+    less the penalty for values the request does not name (here: the call itself or one of its
+    single edits, always schema-valid), "none" turns and
     plain answers are left alone, and a chat-template server refuses it."""
     from posttrain.errors import ConfigError
     from posttrain.inference import channel_logprobs
     from posttrain.pipelines.serve import run_serve
     from posttrain.pipelines.serve_schema import ChatRequest
     from posttrain.pipelines.serve_service import ChatService
-    from posttrain.toolcall.rerank import argument_edits, call_prefix
+    from posttrain.toolcall.rerank import UNGROUNDED_PENALTY, argument_edits, call_prefix, ungrounded
 
     _, model, tokenizer = served
     service = ChatService(model, tokenizer, SERVED_NAME, rerank_arguments=True)
@@ -421,6 +422,8 @@ def test_rerank_arguments_rewrites_a_call_the_channel_prefers_edited(served: tup
     scores = channel_logprobs(
         model, tokenizer, [call_prefix(tool, e) for e in edits], [ASK[0]["content"]] * len(edits)
     )
+    penalties = [UNGROUNDED_PENALTY * ungrounded(tool, e, ASK[0]["content"]) for e in edits]
+    scores = [s - p for s, p in zip(scores, penalties, strict=True)]
     best = edits[max(range(len(edits)), key=scores.__getitem__)]
     out = service.reranked(plan, format_call("Add them.", "add", {"a": 5, "b": 3}))
     assert json.loads(out.split("```json\n")[1].split("\n```")[0]) == {"tool": "add", "args": best}
