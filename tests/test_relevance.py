@@ -249,3 +249,46 @@ def test_a_base_scored_gate_reads_the_base_channel_and_calibrates_once(tiny_spec
     assert calls == [{"min_pass": 0.95, "scorer": "base"}]
     fixed = align_task("tool_use", constrained=True, relevance_gate=0.2, gate_scorer="base")
     assert fixed.gate == RelevanceGate(0.2, "base")
+
+
+def test_a_memoized_channel_scores_each_pair_once_and_answers_in_order():
+    from posttrain.toolcall.relevance import memoized
+
+    asked: list[list[tuple[str, str]]] = []
+
+    def channel(prefixes, targets):
+        asked.append(list(zip(prefixes, targets, strict=True)))
+        return [float(len(p) + len(t)) for p, t in zip(prefixes, targets, strict=True)]
+
+    memo: dict[tuple[str, str], float] = {}
+    score = memoized(channel, memo)
+    assert score(["a", "bb", "a"], ["x", "y", "x"]) == [2.0, 3.0, 2.0]
+    assert asked == [[("a", "x"), ("bb", "y")]]  # a repeated pair is scored once
+    assert score(["bb", "ccc"], ["y", "z"]) == [3.0, 4.0]
+    assert asked[1] == [("ccc", "z")]  # only the new pair
+    assert score([], []) == [] and len(asked) == 2
+
+
+def test_every_model_of_a_run_shares_one_base_scored_gates_scores(tiny_spec):
+    """The second model's gate reads the first one's base scores: its own base channel is never
+    asked (the base is the same). A model-scored gate keeps each model's own channel."""
+    from posttrain.inference import generator
+    from posttrain.tasks.align import align_task
+    from posttrain.tasks.tool_use.pool_align import scoring_channel
+
+    model, tok = _lora(tiny_spec)
+    first = generator(model, tok, 24, 4)
+    second = generator(model, tok, 24, 4)
+
+    def refused(prefixes, targets):
+        raise AssertionError("scored again")
+
+    second.base_channel = refused
+    task = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="base")
+    pairs = ([tool_prefix(TOOLS[0]), NULL_PREFIX], ["weather in Oslo"] * 2)
+    scores = scoring_channel(task._sharing_base_scores(first), "base")(*pairs)
+    assert scoring_channel(task._sharing_base_scores(second), "base")(*pairs) == scores
+    hello = [[{"role": "user", "content": "hi"}]]
+    assert task._sharing_base_scores(first)(hello) == first(hello)  # still generates
+    own = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="model")
+    assert own._sharing_base_scores(second) is second

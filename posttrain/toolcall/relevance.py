@@ -55,6 +55,22 @@ def tool_prefix(tool: Tool) -> str:
 NULL_PREFIX = tool_prefix(Tool("tool", "A tool.", {}))
 
 
+def memoized(channel: ChannelScore, memo: dict[tuple[str, str], float]) -> ChannelScore:
+    """`channel` scoring each (prefix, target) pair once into `memo`, which the caller keeps: a
+    base model's scores are the same under every adapter, and an align run's evaluation gates the
+    same requests for each model it scores (~4 min of a 135M model on a 2-core CPU per model)."""
+
+    def score(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
+        pairs = list(zip(prefixes, targets, strict=True))
+        missing = [pair for pair in dict.fromkeys(pairs) if pair not in memo]
+        if missing:
+            fresh = channel([p for p, _ in missing], [t for _, t in missing])
+            memo.update(zip(missing, fresh, strict=True))
+        return [memo[pair] for pair in pairs]
+
+    return score
+
+
 def relevance_scores(
     channel: ChannelScore, requests: Sequence[str], tools: Sequence[Sequence[Tool]]
 ) -> list[list[float]]:

@@ -37,7 +37,7 @@ from posttrain.tasks.tool_use.registry import Split, build_registry
 from posttrain.tasks.tool_use.scoring import answer_matches
 from posttrain.tasks.tool_use.user_rows import user_tool_rows
 from posttrain.toolcall import Generate, Tool, run_react
-from posttrain.toolcall.relevance import RelevanceGate
+from posttrain.toolcall.relevance import RelevanceGate, memoized
 
 TOOL_SPLITS: dict[str, Split] = {"indist": "train", "heldout": "heldout"}
 """Evaluation split -> generator split: in-distribution reuses the training tools and templates
@@ -188,8 +188,10 @@ class ToolUseAlign:
         self.gate_scorer = gate_scorer
         self.gate_keep = gate_keep
         self.rerank = rerank  # each pool call's arguments re-read by the model (toolcall.rerank)
-        # a base-scored gate's calibration is the same for every evaluated model: found once
+        # a base-scored gate's calibration and scores are the same for every evaluated model:
+        # found once, the scores kept per (prefix, request) pair (`_sharing_base_scores`)
         self._base_gate: tuple[RelevanceGate, dict[str, Any]] | None = None
+        self._base_scores: dict[tuple[str, str], float] = {}
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -329,6 +331,7 @@ class ToolUseAlign:
         (the records' `relevance_calibration`)."""
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
+        generate = self._sharing_base_scores(generate)
         gate = self.gate
         if gate == "auto" and any(split in POOL_SPLITS or split == "validation_families" for split in sets):
             gate, calibration = self._calibrated(generate)
@@ -340,6 +343,21 @@ class ToolUseAlign:
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records
+
+    def _sharing_base_scores(self, generate: Generate) -> Generate:
+        """`generate` with its `base_channel` reading this run's shared scores (`memoized`), when
+        the gate is base-scored: every model of one run has the same base, so the second model's
+        gate reuses the first one's scores instead of scoring its requests again."""
+        gate_scorer = self.gate.scorer if isinstance(self.gate, RelevanceGate) else self.gate_scorer
+        if self.gate is None or gate_scorer != "base" or not hasattr(generate, "base_channel"):
+            return generate
+
+        def shared(*args: Any, **kwargs: Any) -> Any:
+            return generate(*args, **kwargs)
+
+        shared.__dict__.update(generate.__dict__)
+        shared.base_channel = memoized(generate.base_channel, self._base_scores)  # type: ignore[attr-defined]
+        return shared  # type: ignore[return-value]
 
     def _calibrated(self, generate: Generate) -> tuple[RelevanceGate, dict[str, Any]]:
         channel = scoring_channel(generate, self.gate_scorer)
