@@ -157,3 +157,25 @@ def test_reranking_a_chat_template_format_is_refused():
     with pytest.raises(ConfigError, match="rerank_arguments applies to --task tool_use"):
         align_task("meetings", rerank=True)
     assert align_task("tool_use", rerank=True).rerank is True
+
+
+def test_one_candidate_drops_every_optional_argument_the_request_does_not_name():
+    tool = Tool(
+        "find_rooms",
+        "Find hotel rooms.",
+        {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "max_price": {"type": "integer"},
+                "view": {"type": "string"},
+                "floor": {"type": "integer"},
+            },
+            "required": ["city"],
+        },
+    )
+    request = "Rooms in Leeds under 415 a night?"
+    call = {"city": "Leeds", "max_price": 415, "view": "sea", "floor": 3}
+    edits = argument_edits(tool, call, request)
+    assert {"city": "Leeds", "max_price": 415} in edits  # both invented optionals gone at once
+    assert ungrounded(tool, {"city": "Leeds", "max_price": 415}, request) == 0
