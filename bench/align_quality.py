@@ -55,6 +55,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
             "pairs.synthetic=96",
             "pairs.on_policy=24",
             "dpo.train.max_steps=30",
+            "dpo.gate_items=24",  # 40 in the preset; the scorer's training needs the minutes
             "evaluation.episodes=6",
         ],
         "meetings": [

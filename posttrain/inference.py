@@ -237,29 +237,39 @@ def channel_logprobs(
     """Mean per-token log P(target | prefix) for each pair (`toolcall.relevance.ChannelScore`):
     plain text, no chat template, prefix and target tokenized apart so a target's tokens are the
     same after every prefix; batches of `batch_size` rows, left-padded."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(prefixes), batch_size):
-        rows, widths = [], []
-        for prefix, target in zip(
-            prefixes[start : start + batch_size], targets[start : start + batch_size], strict=True
-        ):
-            own = tokenizer(target, add_special_tokens=False)["input_ids"]
-            rows.append(tokenizer(prefix, add_special_tokens=False)["input_ids"] + own)
-            widths.append(len(own))
-        width = max(map(len, rows))
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        for i, k in enumerate(widths):
-            if k == 0:
-                out.append(0.0)
-                continue
-            logp = logits[i, width - k - 1 : width - 1].float().log_softmax(-1)
-            out.append(logp.gather(-1, ids[i, width - k :].unsqueeze(-1)).mean().item())
+        end = start + batch_size
+        out += channel_logprob_tensor(model, tokenizer, prefixes[start:end], targets[start:end]).tolist()
     return out
+
+
+def channel_logprob_tensor(
+    model: Any, tokenizer: Any, prefixes: Sequence[str], targets: Sequence[str]
+) -> torch.Tensor:
+    """`channel_logprobs` of one batch as a tensor that keeps its graph: what a relevance scorer
+    is trained on (`train.relevance`) is then exactly what the gate reads. An empty target
+    scores 0.0."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    rows, widths = [], []
+    for prefix, target in zip(prefixes, targets, strict=True):
+        own = tokenizer(target, add_special_tokens=False)["input_ids"]
+        rows.append(tokenizer(prefix, add_special_tokens=False)["input_ids"] + own)
+        widths.append(len(own))
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    scores = []
+    for i, k in enumerate(widths):
+        if k == 0:
+            scores.append(logits.new_zeros((), dtype=torch.float32))
+            continue
+        logp = logits[i, width - k - 1 : width - 1].float().log_softmax(-1)
+        scores.append(logp.gather(-1, ids[i, width - k :].unsqueeze(-1)).mean())
+    return torch.stack(scores)
 
 
 def generator(
@@ -299,17 +309,25 @@ def generator(
 
     generate.channel = channel_scorer(model, tokenizer, batch_size)  # type: ignore[attr-defined]
     generate.base_channel = channel_scorer(model, tokenizer, batch_size, base=True)  # type: ignore[attr-defined]
+    if RELEVANCE_ADAPTER in getattr(model, "peft_config", {}):
+        trained = channel_scorer(model, tokenizer, batch_size, adapter=RELEVANCE_ADAPTER)
+        generate.trained_channel = trained  # type: ignore[attr-defined]
     return generate
 
 
 def channel_scorer(
-    model: Any, tokenizer: Any, batch_size: int = 16, base: bool = False
+    model: Any, tokenizer: Any, batch_size: int = 16, base: bool = False, adapter: str | None = None
 ) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
     """`channel_logprobs` on `model` as a `toolcall.relevance.ChannelScore`; with `base`, scored
-    with a PEFT model's adapter off (`base_weights`)."""
+    with a PEFT model's adapter off (`base_weights`); with `adapter`, scored through that one of
+    its adapters (`adapter_weights`), e.g. a trained relevance scorer's."""
 
     def channel(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
-        with base_weights(model) if base else contextlib.nullcontext():
+        if adapter is not None:
+            context: Any = adapter_weights(model, adapter)
+        else:
+            context = base_weights(model) if base else contextlib.nullcontext()
+        with context, torch.no_grad():
             return channel_logprobs(model, tokenizer, prefixes, targets, batch_size)
 
     return channel
@@ -341,6 +359,42 @@ def base_weights(model: Any) -> Iterator[Any]:
     finally:
         if was_merged:
             model.merge_adapter()
+
+
+@contextlib.contextmanager
+def adapter_weights(model: Any, name: str) -> Iterator[Any]:
+    """A PEFT model computing through its adapter `name` alone for the duration, whatever state it
+    was in (another adapter active and merged for generation, or every adapter switched off to
+    score the base model), and back in that state afterwards. A relevance scorer loaded beside the
+    policy (`RELEVANCE_ADAPTER`) is read this way; the same rounding note as `base_weights`."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    if name not in getattr(model, "peft_config", {}):
+        raise ValueError(f"the model has no adapter named {name!r}")
+    was_merged = any(layer.merged for layer in layers)
+    was_disabled = any(layer.disable_adapters for layer in layers)
+    active = model.active_adapter
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    if was_merged:
+        model.unmerge_adapter()
+    if was_disabled:
+        model.base_model.enable_adapter_layers()
+    model.base_model.set_adapter(name, inference_mode=True)
+    try:
+        yield model
+    finally:
+        model.base_model.set_adapter(active, inference_mode=True)
+        for n, p in model.named_parameters():
+            p.requires_grad_(grads[n])
+        if was_disabled:
+            model.base_model.disable_adapter_layers()
+        if was_merged:
+            model.merge_adapter()
+
+
+RELEVANCE_ADAPTER = "relevance"
+"""The name a trained relevance scorer's LoRA has when loaded beside a policy's adapter."""
 
 
 @contextlib.contextmanager

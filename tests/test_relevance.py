@@ -286,9 +286,9 @@ def test_every_model_of_a_run_shares_one_base_scored_gates_scores(tiny_spec):
     second.base_channel = refused
     task = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="base")
     pairs = ([tool_prefix(TOOLS[0]), NULL_PREFIX], ["weather in Oslo"] * 2)
-    scores = scoring_channel(task._sharing_base_scores(first), "base")(*pairs)
-    assert scoring_channel(task._sharing_base_scores(second), "base")(*pairs) == scores
+    scores = scoring_channel(task._sharing_gate_scores(first), "base")(*pairs)
+    assert scoring_channel(task._sharing_gate_scores(second), "base")(*pairs) == scores
     hello = [[{"role": "user", "content": "hi"}]]
-    assert task._sharing_base_scores(first)(hello) == first(hello)  # still generates
+    assert task._sharing_gate_scores(first)(hello) == first(hello)  # still generates
     own = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="model")
-    assert own._sharing_base_scores(second) is second
+    assert own._sharing_gate_scores(second) is second

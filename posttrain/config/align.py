@@ -154,18 +154,31 @@ class AlignEvalSettings(Strict):
         "the threshold that keeps relevance_gate_keep of calls, set on validation tool families. "
         "null = the model chooses among all offered tools.",
     )
-    relevance_gate_scorer: Literal["model", "base"] = Field(
+    relevance_gate_scorer: Literal["model", "base", "trained"] = Field(
         "model",
         description="tool_use, with relevance_gate: which model's channel scores the gate: the evaluated "
-        "model itself, or its base model with the adapter off (tuning on calls blunts the tuned model's "
-        "channel at high recall; the base one's threshold is calibrated once for every model).",
+        "model itself, its base model with the adapter off (tuning on calls blunts the tuned model's "
+        "channel at high recall; the base one's threshold is calibrated once for every model), or "
+        "trained: a LoRA on the base fitted for the gate's decision before SFT (relevance_adapter/, "
+        "posttrain.train.relevance), its threshold set on training families held back from it.",
+    )
+    relevance_scorer_rows: int = Field(
+        300,
+        ge=1,
+        description="tool_use, with relevance_gate_scorer trained: requests of the training families "
+        "(30% that no offered tool fits) the scorer is fitted on, one epoch (~6 min for 300 with "
+        "smollm2-135m on 2 CPU cores).",
+    )
+    relevance_scorer_lr: float = Field(
+        3e-4, gt=0.0, description="tool_use, with relevance_gate_scorer trained: the scorer's learning rate."
     )
     relevance_gate_keep: float = Field(
         0.9,
         gt=0.0,
         le=1.0,
-        description="tool_use, with relevance_gate auto: the share of validation-family calls the "
-        "calibrated threshold lets through (must-call comes first; irrelevance is what remains).",
+        description="tool_use, with relevance_gate auto: the share of validation-family calls (for a "
+        "trained scorer: of the training families held back from it) the calibrated threshold lets "
+        "through (must-call comes first; irrelevance is what remains).",
     )
     rerank_arguments: bool = Field(
         False,

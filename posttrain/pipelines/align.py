@@ -15,7 +15,8 @@ The task (`tasks.base.AlignTask`, looked up once by `--task`) supplies the data,
 and their rewards, the metrics and the references; this recipe never branches on its name. The
 rollout shards are in align_rollouts.py, the report in posttrain.report.align.
 
-Run directory: config.yaml, sft_adapter/, adapter/ (DPO), metrics_sft.jsonl, metrics_dpo.jsonl,
+Run directory: config.yaml, relevance_adapter/ (with evaluation.relevance_gate_scorer: trained, the
+gate's scorer, trained before SFT), sft_adapter/, adapter/ (DPO), metrics_sft.jsonl, metrics_dpo.jsonl,
 trajectories/agent_traces.json, trajectories/preference_pairs.json, eval/<model>.json,
 eval.json, report.md, plots/*.png, summary.json. With --resume every stage whose output is
 already in the partial run directory is skipped; SFT and DPO continue from their newest
@@ -39,7 +40,7 @@ from posttrain.executors import Executor
 from posttrain.inference import merged
 from posttrain.models import ResidentModel
 from posttrain.pipelines._run import Run, open_run, resumed
-from posttrain.pipelines.align_eval import MODELS, evaluate_models, gate_dpo
+from posttrain.pipelines.align_eval import MODELS, RELEVANCE_DIR, evaluate_models, gate_dpo
 from posttrain.pipelines.align_rollouts import (
     PolicySource,
     RolloutJob,
@@ -52,11 +53,12 @@ from posttrain.report import eval_tables, write_align_report
 from posttrain.rundir import RunDir, save_adapter
 from posttrain.store import Store
 from posttrain.tasks.align import align_task
-from posttrain.tasks.base import AlignTask, TrainingData
+from posttrain.tasks.base import AlignTask, TrainingData, TrainsGateScorer
 from posttrain.tasks.episodes import on_policy_pairs
 from posttrain.toolcall import load_tools
 from posttrain.train.args import DPOArgs, SFTArgs
 from posttrain.train.dpo import dpo_train
+from posttrain.train.relevance import RelevanceArgs, train_relevance
 from posttrain.train.sft import sft_train
 
 
@@ -92,6 +94,9 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         resident = run.resident
         stages = _load_json(run.path / "stages.json") if resume else {}
 
+        if ev.relevance_gate is not None and ev.relevance_gate_scorer == "trained":
+            stages["relevance"] = train_gate_scorer(resident, task, cfg, run.dir, stages.get("relevance"))
+            _save_stages(run.dir, stages)
         stages["sft"] = train_sft(resident, data, cfg, run.dir, stages.get("sft"), resume)
         _save_stages(run.dir, stages)
         if stages["sft"]["status"] != "completed":
@@ -190,6 +195,36 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]], max_le
         add(full[len(head) :], 1)
         done = full
     return {"input_ids": ids[:max_length], "completion_mask": mask[:max_length]}
+
+
+# --------------------------------------------------------------------------- 0. the gate's scorer
+
+RELEVANCE_LORA = (8, 16)  # (r, alpha) of the scorer measured in bench/tool_relevance_trained.py
+
+
+def train_gate_scorer(
+    resident: ResidentModel, task: AlignTask, cfg: AlignConfig, run: RunDir, done: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A LoRA on the base fitted for the relevance gate's decision (`train.relevance`), saved to
+    relevance_adapter/; evaluation loads it beside each model it scores (`align_eval`). A kill
+    before it is saved trains it again from the start, which gives the same weights."""
+    out = run.path / RELEVANCE_DIR
+    if done and done.get("status") == "completed" and (out / "adapter_config.json").exists():
+        return done
+    if not isinstance(task, TrainsGateScorer):
+        raise ConfigError(f"--task {cfg.task} has no relevance gate to train a scorer for")
+    ev = cfg.evaluation
+    _say(f"0/5 relevance scorer on {ev.relevance_scorer_rows} requests")
+    examples = task.relevance_examples(ev.relevance_scorer_rows, cfg.data.seed)
+    model = resident.fresh_adapter(*RELEVANCE_LORA, 0.0, cfg.sft.seed)
+    stats = train_relevance(
+        model,
+        resident.tokenizer,
+        examples,
+        RelevanceArgs(learning_rate=ev.relevance_scorer_lr, seed=cfg.sft.seed),
+    )
+    save_adapter(model, out, cfg.model.name, {"kind": "relevance-scorer", "task": cfg.task})
+    return {"status": "completed", **stats}
 
 
 # --------------------------------------------------------------------------- 1. SFT
@@ -396,6 +431,7 @@ def _summary(
         "model": cfg.model.name,
         "device": device,
         "runtime_s": round(runtime, 1),
+        **({"relevance_scorer": stages["relevance"]} if "relevance" in stages else {}),
         "sft": stages["sft"],
         "trajectories": stages["trajectories"],
         "pairs": stages["pairs"],

@@ -16,16 +16,18 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from posttrain.config import AlignConfig
-from posttrain.inference import generator, merged
+from posttrain.inference import RELEVANCE_ADAPTER, generator, merged
 from posttrain.models import ResidentModel
 from posttrain.rundir import RunDir
 from posttrain.tasks.base import AlignTask
 
 MODELS = ("base", "sft", "dpo")
 GATED_OUT = "adapter_dpo_gated_out"
+RELEVANCE_DIR = "relevance_adapter"  # the gate's trained scorer, when the run has one
 
 
 def gate_dpo(resident: ResidentModel, task: AlignTask, cfg: AlignConfig, run: RunDir) -> dict[str, Any]:
@@ -127,17 +129,33 @@ def _gate_kept_sft(run: RunDir) -> bool:
 
 @contextlib.contextmanager
 def _model_for(resident: ResidentModel, name: str, run: RunDir) -> Iterator[Any]:
-    """The model under test, ready to generate: base (adapter disabled), SFT or DPO (merged)."""
+    """The model under test, ready to generate: base (adapter disabled), SFT or DPO (merged); with
+    the run's trained gate scorer loaded beside it (`inference.RELEVANCE_ADAPTER`) when it has one."""
+    scorer = run.path / RELEVANCE_DIR
     if name == "base":
         if resident.model is None:
             yield resident.base
         else:
-            with resident.model.disable_adapter():
+            with _beside(resident.model, scorer), resident.model.disable_adapter():
                 yield resident.model
         return
     model = resident.load_adapter(run.path / ("sft_adapter" if name == "sft" else "adapter"), trainable=False)
-    with merged(model):
+    with _beside(model, scorer), merged(model):
         yield model
+
+
+@contextlib.contextmanager
+def _beside(model: Any, scorer: Path) -> Iterator[None]:
+    """`scorer` (an adapter directory) loaded as a second adapter of `model` for the duration, when
+    it exists; the active adapter stays the policy's."""
+    if not (scorer / "adapter_config.json").exists():
+        yield
+        return
+    model.load_adapter(str(scorer), adapter_name=RELEVANCE_ADAPTER, is_trainable=False)
+    try:
+        yield
+    finally:
+        model.delete_adapter(RELEVANCE_ADAPTER)
 
 
 _T0 = time.perf_counter()

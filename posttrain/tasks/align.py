@@ -10,7 +10,7 @@ from posttrain.tasks.base import AlignTask
 from posttrain.tasks.meetings.align import MeetingsAlign
 from posttrain.tasks.tool_use.align import ToolUseAlign
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from posttrain.toolcall.relevance import RelevanceGate
+from posttrain.toolcall.relevance import GateScorer, RelevanceGate
 
 ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": MeetingsAlign()}
 
@@ -23,7 +23,7 @@ def align_task(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank: bool = False,
-    gate_scorer: Literal["model", "base"] = "model",
+    gate_scorer: GateScorer = "model",
     gate_keep: float = 0.9,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
@@ -31,10 +31,10 @@ def align_task(
     loaded and checked here, before any model loads). `force_answer=False` gives meetings with
     the free ReAct loop (no answer forced at the step cap). `constrained` gives tool_use whose
     function-pool turns are decoded inside their tools' grammar (Thought→Action only), narrowed by
-    a `RelevanceGate` at `relevance_gate` when given, scored by `gate_scorer` (the evaluated model or
-    its base) and, when "auto", calibrated to keep `gate_keep` of validation calls. `rerank` gives
-    tool_use whose function-pool calls have their arguments re-read by the model
-    (`toolcall.rerank`; Thought→Action only)."""
+    a `RelevanceGate` at `relevance_gate` when given, scored by `gate_scorer` (the evaluated model,
+    its base, or a scorer the run trains) and, when "auto", calibrated to keep `gate_keep` of
+    validation calls. `rerank` gives tool_use whose function-pool calls have their arguments
+    re-read by the model (`toolcall.rerank`; Thought→Action only)."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -45,6 +45,11 @@ def align_task(
     if relevance_gate is not None and not constrained:
         raise ConfigError(
             "evaluation.relevance_gate acts through the grammar: set evaluation.constrained too"
+        )
+    if gate_scorer == "trained" and relevance_gate is None:
+        raise ConfigError(
+            "evaluation.relevance_gate_scorer trained trains a scorer for the relevance gate: set "
+            "evaluation.relevance_gate too (auto, or a threshold)"
         )
     if rerank and (name != "tool_use" or tool_format != "react"):
         raise ConfigError(

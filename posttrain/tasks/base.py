@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from posttrain.tasks.metrics import Figure
 from posttrain.toolcall import Generate, Tool
+from posttrain.toolcall.relevance import RelevanceExample
 
 Conversation = list[dict[str, str]]
 
@@ -121,4 +122,14 @@ class AlignTask(Protocol):
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:
         """Baselines the report shows beside the models (none for some tasks)."""
+        ...
+
+
+@runtime_checkable
+class TrainsGateScorer(Protocol):
+    """An align task whose relevance gate a scorer trained by the run can read
+    (`evaluation.relevance_gate_scorer: trained`; tool_use)."""
+
+    def relevance_examples(self, rows: int, seed: int) -> list[RelevanceExample]:
+        """What the scorer is fitted on (`train.relevance`)."""
         ...

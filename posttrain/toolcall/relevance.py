@@ -17,10 +17,12 @@ or no tool at all (a final answer) when even the best scores under the threshold
 sets that threshold from scored requests (posttrain's own validation tool families, never the
 data being evaluated), keeping must-call first.
 
-Which model scores is the gate's `scorer`: the evaluated model itself, or its base model with the
-adapter off. Tuning on tool calls blunts the channel where the gate needs it most, at high
-recall: on validation families with ~94% of calls kept, the base smollm2-135m declines 0.81 of
-the requests no tool fits, the tuned one 0.55 (bench/tool_relevance.py).
+Which model scores is the gate's `scorer`: the evaluated model itself, its base model with the
+adapter off, or a LoRA trained for this decision (`train.relevance`, "trained"). Tuning on tool
+calls blunts the channel where the gate needs it most, at high recall: on validation families
+with ~94% of calls kept, the base smollm2-135m declines 0.81 of the requests no tool fits, the
+tuned one 0.55 (bench/tool_relevance.py). Training the channel for the gate's decision carries
+further across families than either (see `train.relevance`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from posttrain.toolcall.spec import Tool
+
+GateScorer = Literal["model", "base", "trained"]
+"""Whose channel scores a gate: the evaluated model, its base (adapter off), or a relevance scorer
+trained for the gate (`train.relevance`) loaded beside it."""
 
 ChannelScore = Callable[[Sequence[str], Sequence[str]], list[float]]
 """Mean per-token log P(target | prefix) for each (prefix, target) pair, e.g. `inference.channel_scorer`."""
@@ -91,14 +97,35 @@ def relevance_scores(
 
 
 @dataclass(frozen=True)
+class RelevanceExample:
+    """One request and its candidates as a trained scorer learns them (`train.relevance`):
+    `prefixes` are the offered tools' `tool_prefix` with `NULL_PREFIX` LAST, `gold` indexes them
+    (the null tool's index: no offered tool fits)."""
+
+    prefixes: tuple[str, ...]
+    request: str
+    gold: int
+
+    @classmethod
+    def of(cls, request: str, tools: Sequence[Tool], gold: str | None) -> RelevanceExample:
+        """The example of a request offered `tools` whose right call is the tool named `gold`
+        (None: no call)."""
+        names = [t.name for t in tools]
+        if gold is not None and gold not in names:
+            raise ValueError(f"the gold tool {gold!r} is not among the offered {names}")
+        index = len(names) if gold is None else names.index(gold)
+        return cls(tuple(tool_prefix(t) for t in tools) + (NULL_PREFIX,), request, index)
+
+
+@dataclass(frozen=True)
 class RelevanceGate:
     """Keep the best-scoring tool when its score reaches `threshold` (nats per request token),
     none otherwise. A model's scores have their own scale (the tuned smollm2-135m scores ~0.1
     higher than the base), so the threshold belongs to the model that scores (`scorer`: the
-    evaluated model, or its base with the adapter off): `calibrate` finds it."""
+    evaluated model, its base with the adapter off, or a trained scorer): `calibrate` finds it."""
 
     threshold: float
-    scorer: Literal["model", "base"] = "model"
+    scorer: GateScorer = "model"
 
     def choose(self, scores: Sequence[float]) -> int | None:
         """The index of the tool to call, or None for no call."""

@@ -34,10 +34,11 @@ from posttrain.tasks.tool_use.pool_align import (
 )
 from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.registry import Split, build_registry
+from posttrain.tasks.tool_use.relevance_data import relevance_examples
 from posttrain.tasks.tool_use.scoring import answer_matches
 from posttrain.tasks.tool_use.user_rows import user_tool_rows
 from posttrain.toolcall import Generate, Tool, run_react
-from posttrain.toolcall.relevance import RelevanceGate, memoized
+from posttrain.toolcall.relevance import GateScorer, RelevanceExample, RelevanceGate, memoized
 
 TOOL_SPLITS: dict[str, Split] = {"indist": "train", "heldout": "heldout"}
 """Evaluation split -> generator split: in-distribution reuses the training tools and templates
@@ -176,7 +177,7 @@ class ToolUseAlign:
         constrained: bool = False,
         gate: RelevanceGate | Literal["auto"] | None = None,
         rerank: bool = False,
-        gate_scorer: Literal["model", "base"] = "model",
+        gate_scorer: GateScorer = "model",
         gate_keep: float = 0.9,
     ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
@@ -188,10 +189,10 @@ class ToolUseAlign:
         self.gate_scorer = gate_scorer
         self.gate_keep = gate_keep
         self.rerank = rerank  # each pool call's arguments re-read by the model (toolcall.rerank)
-        # a base-scored gate's calibration and scores are the same for every evaluated model:
-        # found once, the scores kept per (prefix, request) pair (`_sharing_base_scores`)
-        self._base_gate: tuple[RelevanceGate, dict[str, Any]] | None = None
-        self._base_scores: dict[tuple[str, str], float] = {}
+        # a base- or trained-scored gate's calibration and scores are the same for every evaluated
+        # model: found once, the scores kept per (prefix, request) pair (`_sharing_gate_scores`)
+        self._shared_gate: tuple[RelevanceGate, dict[str, Any]] | None = None
+        self._shared_scores: dict[tuple[str, str], float] = {}
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -331,7 +332,7 @@ class ToolUseAlign:
         (the records' `relevance_calibration`)."""
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
-        generate = self._sharing_base_scores(generate)
+        generate = self._sharing_gate_scores(generate)
         gate = self.gate
         if gate == "auto" and any(split in POOL_SPLITS or split == "validation_families" for split in sets):
             gate, calibration = self._calibrated(generate)
@@ -344,28 +345,35 @@ class ToolUseAlign:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records
 
-    def _sharing_base_scores(self, generate: Generate) -> Generate:
-        """`generate` with its `base_channel` reading this run's shared scores (`memoized`), when
-        the gate is base-scored: every model of one run has the same base, so the second model's
-        gate reuses the first one's scores instead of scoring its requests again."""
+    def _sharing_gate_scores(self, generate: Generate) -> Generate:
+        """`generate` with the gate's channel reading this run's shared scores (`memoized`), when
+        the gate is scored by the base model or by a trained scorer: those are the same for every
+        model of one run, so the second model's gate reuses the first one's scores instead of
+        scoring its requests again."""
         gate_scorer = self.gate.scorer if isinstance(self.gate, RelevanceGate) else self.gate_scorer
-        if self.gate is None or gate_scorer != "base" or not hasattr(generate, "base_channel"):
+        attribute = {"base": "base_channel", "trained": "trained_channel"}.get(gate_scorer)
+        if self.gate is None or attribute is None or not hasattr(generate, attribute):
             return generate
 
         def shared(*args: Any, **kwargs: Any) -> Any:
             return generate(*args, **kwargs)
 
         shared.__dict__.update(generate.__dict__)
-        shared.base_channel = memoized(generate.base_channel, self._base_scores)  # type: ignore[attr-defined]
+        setattr(shared, attribute, memoized(getattr(generate, attribute), self._shared_scores))
         return shared  # type: ignore[return-value]
 
     def _calibrated(self, generate: Generate) -> tuple[RelevanceGate, dict[str, Any]]:
         channel = scoring_channel(generate, self.gate_scorer)
-        if self.gate_scorer != "base":
+        if self.gate_scorer == "model":
             return calibrated_gate(channel, min_pass=self.gate_keep)
-        if self._base_gate is None:
-            self._base_gate = calibrated_gate(channel, min_pass=self.gate_keep, scorer="base")
-        return self._base_gate
+        if self._shared_gate is None:
+            self._shared_gate = calibrated_gate(channel, min_pass=self.gate_keep, scorer=self.gate_scorer)
+        return self._shared_gate
+
+    def relevance_examples(self, rows: int, seed: int) -> list[RelevanceExample]:
+        """What a trained gate scorer is fitted on: `rows` requests of the training families not
+        held back for its threshold (`relevance_data`)."""
+        return relevance_examples(rows, seed)
 
     def references(self, train_outcomes: Sequence[int], sets: dict[str, Any]) -> dict[str, Figure]:
         return {}

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from posttrain.tasks.metrics import Figure
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_turn
 from posttrain.tasks.tool_use.pool import PoolSplit
 from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_reward
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
+from posttrain.tasks.tool_use.relevance_data import held_back_rows
 from posttrain.tasks.tool_use.scoring import NO_CALL
 from posttrain.tasks.tool_use.user_eval import gated_tools, reranked_turns, turn_grammars, user_eval_figures
 from posttrain.toolcall import Generate, GrammarGenerate
 from posttrain.toolcall.relevance import (
     ChannelScore,
+    GateScorer,
     RelevanceGate,
     calibrate,
     last_request,
@@ -161,15 +163,23 @@ def evaluate_pool(
 
 
 def scoring_channel(generate: Any, scorer: str) -> ChannelScore:
-    """The channel a gate of `scorer` reads from an `inference.generator`: the model's own, or
-    its base model's with the adapter off ("base")."""
+    """The channel a gate of `scorer` reads from an `inference.generator`: the model's own, its
+    base model's with the adapter off ("base"), or a trained relevance scorer's loaded beside the
+    policy ("trained", `inference.RELEVANCE_ADAPTER`)."""
+    if scorer == "trained":
+        if not hasattr(generate, "trained_channel"):
+            raise ValueError(
+                "a gate scored by a trained relevance scorer needs its adapter loaded beside the "
+                "model (the relevance_adapter/ of a posttrain align run)"
+            )
+        return generate.trained_channel
     return generate.base_channel if scorer == "base" else generate.channel
 
 
 def gate_from(
     setting: float | str,
     channel: ChannelScore,
-    scorer: Literal["model", "base"] = "model",
+    scorer: GateScorer = "model",
     keep: float = 0.9,
 ) -> tuple[RelevanceGate, dict[str, Any] | None]:
     """The gate a `--relevance-gate` setting names: a threshold as given, or for "auto" one
@@ -185,13 +195,19 @@ def calibrated_gate(
     rows: int = 200,
     seed: int = CALIBRATION_SEED,
     min_pass: float = 0.9,
-    scorer: Literal["model", "base"] = "model",
+    scorer: GateScorer = "model",
 ) -> tuple[RelevanceGate, dict[str, Any]]:
     """A `RelevanceGate` of `scorer` whose threshold `calibrate` sets from `channel`'s scores (that
-    scorer's) on `rows` requests of the VALIDATION families (30% that no offered tool fits):
-    neither trained on nor reported, so the threshold is chosen on neither the training nor the
-    test split."""
-    data = [pool_item(r, i) for i, r in enumerate(pool_rows(rows, seed, "validation", irrelevance=0.3))]
+    scorer's) on `rows` requests (30% that no offered tool fits) of the VALIDATION families, or
+    for a trained scorer of the training families held back from it (`relevance_data`): neither
+    fitted on by the scorer nor reported, so the threshold is chosen on neither the scorer's
+    training data nor the test split."""
+    raw = (
+        held_back_rows(rows, seed)
+        if scorer == "trained"
+        else pool_rows(rows, seed, "validation", irrelevance=0.3)
+    )
+    data = [pool_item(r, i) for i, r in enumerate(raw)]
     scores = relevance_scores(channel, [last_request(i.messages) for i in data], [i.tools for i in data])
     best = [max(s) for s in scores]
     found = calibrate(
@@ -199,5 +215,6 @@ def calibrated_gate(
         [b for b, i in zip(best, data, strict=True) if i.gold == NO_CALL],
         min_pass,
     )
-    meta = {"rows": rows, "seed": seed, "min_pass": min_pass, "scorer": scorer}
+    families = "training families held back from the scorer" if scorer == "trained" else "validation"
+    meta = {"rows": rows, "seed": seed, "min_pass": min_pass, "scorer": scorer, "families": families}
     return RelevanceGate(found["threshold"], scorer), found | meta

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, openai_messages
@@ -50,14 +50,20 @@ def pool_rows(
     mask: float = 0.35,
     max_tools: int = 4,
     twins: float = 0.0,
+    families: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """`n` rows of a split's families, deterministic for a seed (see the module docstring), and
     with `twins` > 0 a no-call twin after that share of the call rows: the same request with
-    the target's family removed from the offered tools (id suffix `-twin`)."""
+    the target's family removed from the offered tools (id suffix `-twin`). `families` keeps
+    only those of the split's families, for targets and distractors alike."""
     if n < 0 or max_tools < 1:
         raise ValueError("n must be >= 0 and max_tools >= 1")
     rng = random.Random(f"tool_pool/{split}/{seed}")
     functions = pool_functions(split)
+    if families is not None:
+        functions = [fn for fn in functions if fn.family in families]
+        if not functions:
+            raise ValueError(f"none of the families {sorted(families)} is in the {split} split")
     rows = []
     for i in range(n):
         target = rng.choice(functions)
