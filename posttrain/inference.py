@@ -333,6 +333,16 @@ def channel_scorer(
     return channel
 
 
+def gate_channel(
+    model: Any, tokenizer: Any, scorer: str, batch_size: int = 16
+) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+    """The channel a relevance gate of `scorer` reads on `model`: its own ("model"), its base's
+    ("base"), or the trained scorer's loaded beside it ("trained", `RELEVANCE_ADAPTER`)."""
+    if scorer == "trained":
+        return channel_scorer(model, tokenizer, batch_size, adapter=RELEVANCE_ADAPTER)
+    return channel_scorer(model, tokenizer, batch_size, base=scorer == "base")
+
+
 @contextlib.contextmanager
 def base_weights(model: Any) -> Iterator[Any]:
     """A PEFT model with its adapter off for the duration, merged (`merged`) or not, and as it

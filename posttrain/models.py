@@ -439,19 +439,30 @@ def load_for_inference(
     adapter: str | Path | None = None,
     settings: DeviceSettings | None = None,
     keep_base: bool = False,
+    beside: dict[str, Path] | None = None,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode, with an adapter merged in when given. `keep_base` keeps
     the adapter apart instead (a PEFT model, unmerged: exact, at the cost of LoRA's extra
     matmuls), so that `inference.base_weights` can switch it off for a base-scored relevance gate
-    without rounding the weights on every switch."""
-    if adapter is not None:
-        check_adapter(adapter, spec)
+    without rounding the weights on every switch. `beside` loads more adapters by name that only
+    `inference.adapter_weights` reads (a trained relevance scorer); the model still generates as
+    `adapter`, or as the base alone (every adapter layer switched off) without one."""
+    extra = beside or {}
+    for path in [adapter, *extra.values()]:
+        if path is not None:
+            check_adapter(path, spec)
     model, tok = load_model(spec, settings)
-    if adapter is not None:
+    if adapter is not None or extra:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
-        if not keep_base:
+        named = ([("default", adapter)] if adapter is not None else []) + list(extra.items())
+        (first, where), *rest = named
+        model = PeftModel.from_pretrained(model, str(where), adapter_name=first)  # the active one
+        for name, more in rest:
+            model.load_adapter(str(more), adapter_name=name)
+        if adapter is None:
+            model.base_model.disable_adapter_layers()
+        elif not (keep_base or extra):
             model = model.merge_and_unload()
     model.eval()
     return model, tok

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
-from posttrain.errors import PosttrainError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.models import read_json_object
 from posttrain.store import Store
 
@@ -263,3 +263,33 @@ def adapter_tool_format(adapter: str | Path | None) -> str:
 def adapter_base_model(adapter: str | Path) -> str | None:
     """The base model an adapter was trained on, from its note; None when it has none."""
     return adapter_meta(adapter).get("base_model")
+
+
+RELEVANCE_DIR = "relevance_adapter"
+"""Where `posttrain align` saves the relevance gate's trained scorer, beside sft_adapter/ and adapter/."""
+
+
+def gate_scorer_adapter(
+    scorer: str, adapter: str | Path | None, given: Path | None, gate: object
+) -> Path | None:
+    """The trained relevance scorer a gate of `scorer` reads: `given`, else the relevance_adapter/
+    an align run saved beside `adapter`; None for the other scorers, or without a `gate`. A
+    ConfigError (exit 2) names what is missing before any model loads."""
+    if scorer != "trained" or gate is None:
+        if given is not None:
+            raise ConfigError(
+                "--relevance-adapter is read by --relevance-gate with --relevance-gate-scorer trained"
+            )
+        return None
+    found = (
+        given
+        if given is not None
+        else (Path(adapter).parent / RELEVANCE_DIR if adapter is not None else None)
+    )
+    if found is None or not (found / "adapter_config.json").is_file():
+        where = f"{found}: no adapter_config.json" if found is not None else "no --adapter to look beside"
+        raise ConfigError(
+            f"--relevance-gate-scorer trained reads a trained scorer ({where}); give --relevance-adapter "
+            f"DIR, the {RELEVANCE_DIR}/ of an align run with evaluation.relevance_gate_scorer: trained"
+        )
+    return found

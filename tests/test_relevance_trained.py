@@ -184,7 +184,94 @@ def test_align_trains_the_scorer_first_and_every_model_reads_it(tmp_path):
         for m in ("base", "dpo")
     ]
     assert calibrations[0] == calibrations[1]  # one calibration, shared by every model
-    assert calibrations[0]["scorer"] == "trained" and "held back" in calibrations[0]["families"]
+    assert calibrations[0]["scorer"] == "trained" and calibrations[0]["families"] == "held-back training"
     # the policy adapters hold no trace of the scorer
     for adapter in ("sft_adapter", "adapter"):
         assert not [k for k in load_file(run / adapter / "adapter_model.safetensors") if "relevance" in k]
+
+
+def _saved(tiny_spec, tmp_path, name, seed):
+    """A tiny-random LoRA whose weights really change the logits, saved as posttrain saves one."""
+    from peft import get_peft_model
+
+    from posttrain.models import load_model, lora_config
+    from posttrain.rundir import save_adapter
+
+    base, _ = load_model(tiny_spec)
+    lora = get_peft_model(base, lora_config(4, 8, 0.0))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    meta = {"kind": "align-sft", "task": "tool_use", "compact_prompt": True}
+    return save_adapter(lora, tmp_path / name, tiny_spec, meta)
+
+
+def test_a_model_loaded_with_a_scorer_beside_it_still_generates_as_itself(tiny_spec, tmp_path):
+    from posttrain.inference import RELEVANCE_ADAPTER, gate_channel
+    from posttrain.models import load_for_inference
+
+    run = tmp_path / "run"
+    policy, scorer = _saved(tiny_spec, run, "adapter", 1), _saved(tiny_spec, run, "relevance_adapter", 2)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    pairs = ([tool_prefix(TOOLS[0])], ["weather in Oslo"])
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    plain, tok = load_for_inference(tiny_spec)
+    tuned, _ = load_for_inference(tiny_spec, policy)
+    alone, _ = load_for_inference(tiny_spec, scorer)
+    both, _ = load_for_inference(tiny_spec, policy, beside={RELEVANCE_ADAPTER: scorer})
+    base, _ = load_for_inference(tiny_spec, None, beside={RELEVANCE_ADAPTER: scorer})
+    assert torch.allclose(logits(both), logits(tuned), atol=1e-5)
+    assert torch.allclose(logits(base), logits(plain), atol=1e-5)
+    expected = gate_channel(alone, tok, "model")(*pairs)
+    assert gate_channel(both, tok, "trained")(*pairs) == pytest.approx(expected, abs=1e-5)
+    assert gate_channel(base, tok, "trained")(*pairs) == pytest.approx(expected, abs=1e-5)
+    assert torch.allclose(logits(base), logits(plain), atol=1e-5)  # switched off again after
+
+
+def test_a_trained_scorer_is_found_beside_the_adapter_or_named_or_refused(tmp_path):
+    from posttrain.errors import ConfigError
+    from posttrain.rundir import gate_scorer_adapter
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="relevance_adapter: no adapter_config.json"):
+        gate_scorer_adapter("trained", run / "adapter", None, "auto")
+    with pytest.raises(ConfigError, match="no --adapter to look beside"):
+        gate_scorer_adapter("trained", None, None, "auto")
+    with pytest.raises(ConfigError, match="--relevance-adapter is read by"):
+        gate_scorer_adapter("base", run / "adapter", run / "elsewhere", "auto")
+    assert gate_scorer_adapter("trained", run / "adapter", None, None) is None  # no gate, no scorer
+    (run / "relevance_adapter").mkdir()
+    (run / "relevance_adapter" / "adapter_config.json").write_text("{}")
+    assert gate_scorer_adapter("trained", run / "adapter", None, 0.1) == run / "relevance_adapter"
+
+
+def test_eval_cli_reads_the_trained_scorer_beside_the_adapter(tiny_spec, tmp_path):
+    from tests.conftest import run_cli
+    from tests.pipelines.test_evaluate import _USER_ROWS, _USER_TOOLS
+
+    run = tmp_path / "run"
+    _saved(tiny_spec, run, "adapter", 1)
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
+    (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
+    args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
+    args += ["--adapter", "run/adapter", "--max-new-tokens", "16", "--constrained", "--relevance-gate", "0.1"]
+    args += ["--relevance-gate-scorer", "trained", "-o", "out.json"]
+    refused = run_cli(*args, cwd=tmp_path)
+    assert (
+        refused.returncode == 2
+        and "relevance_adapter" in refused.stderr
+        and not (tmp_path / "out.json").exists()
+    )
+    _saved(tiny_spec, run, "relevance_adapter", 2)
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["decoding"] == "constrained, relevance gate 0.1 (trained-scored)"
+    assert [len(r["relevance"]) for r in result["records"]] == [2, 1, 2]  # one score per offered tool

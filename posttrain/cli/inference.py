@@ -10,11 +10,20 @@ import typer
 from posttrain.cli.options import AdapterOpt, ModelOpt, console, writable_file
 
 GateScorerOpt = Annotated[
-    Literal["model", "base"],
+    Literal["model", "base", "trained"],
     typer.Option(
         "--relevance-gate-scorer",
-        help="With --relevance-gate: which model scores relevance: the one under test, or its base "
-        "model with the adapter off (sharper at high must-call: posttrain.toolcall.relevance).",
+        help="With --relevance-gate: which model scores relevance: the one under test, its base model "
+        "with the adapter off (sharper at high must-call: posttrain.toolcall.relevance), or the scorer an "
+        "align run trained for the gate (--relevance-adapter).",
+    ),
+]
+RelevanceAdapterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--relevance-adapter",
+        help="With --relevance-gate-scorer trained: the trained scorer's directory (default: the "
+        "relevance_adapter/ beside --adapter, where posttrain align saves it).",
     ),
 ]
 GateKeepOpt = Annotated[
@@ -113,6 +122,7 @@ def serve(
     ] = None,
     relevance_gate_scorer: GateScorerOpt = "model",
     relevance_gate_keep: GateKeepOpt = 0.9,
+    relevance_adapter: RelevanceAdapterOpt = None,
     rerank_arguments: Annotated[
         bool,
         typer.Option(
@@ -139,6 +149,7 @@ def serve(
         rerank_arguments,
         relevance_gate_scorer,
         relevance_gate_keep,
+        relevance_adapter,
     )
 
 
@@ -190,6 +201,7 @@ def eval_(
     ] = None,
     relevance_gate_scorer: GateScorerOpt = "model",
     relevance_gate_keep: GateKeepOpt = 0.9,
+    relevance_adapter: RelevanceAdapterOpt = None,
     rerank_arguments: Annotated[
         bool,
         typer.Option(
@@ -224,6 +236,7 @@ def eval_(
         rerank_arguments=rerank_arguments,
         relevance_gate_scorer=relevance_gate_scorer,
         relevance_gate_keep=relevance_gate_keep,
+        relevance_adapter=relevance_adapter,
     )
     console.print(result["table"])
     if output is not None:

@@ -40,7 +40,7 @@ from posttrain.executors import Executor
 from posttrain.inference import merged
 from posttrain.models import ResidentModel
 from posttrain.pipelines._run import Run, open_run, resumed
-from posttrain.pipelines.align_eval import MODELS, RELEVANCE_DIR, evaluate_models, gate_dpo
+from posttrain.pipelines.align_eval import MODELS, evaluate_models, gate_dpo
 from posttrain.pipelines.align_rollouts import (
     PolicySource,
     RolloutJob,
@@ -50,7 +50,7 @@ from posttrain.pipelines.align_rollouts import (
     run_rollouts,
 )
 from posttrain.report import eval_tables, write_align_report
-from posttrain.rundir import RunDir, save_adapter
+from posttrain.rundir import RELEVANCE_DIR, RunDir, save_adapter
 from posttrain.store import Store
 from posttrain.tasks.align import align_task
 from posttrain.tasks.base import AlignTask, TrainingData, TrainsGateScorer

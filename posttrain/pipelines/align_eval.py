@@ -22,12 +22,11 @@ from typing import Any
 from posttrain.config import AlignConfig
 from posttrain.inference import RELEVANCE_ADAPTER, generator, merged
 from posttrain.models import ResidentModel
-from posttrain.rundir import RunDir
+from posttrain.rundir import RELEVANCE_DIR, RunDir
 from posttrain.tasks.base import AlignTask
 
 MODELS = ("base", "sft", "dpo")
 GATED_OUT = "adapter_dpo_gated_out"
-RELEVANCE_DIR = "relevance_adapter"  # the gate's trained scorer, when the run has one
 
 
 def gate_dpo(resident: ResidentModel, task: AlignTask, cfg: AlignConfig, run: RunDir) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from posttrain.errors import PosttrainError
-from posttrain.inference import generator
+from posttrain.inference import RELEVANCE_ADAPTER, generator
 from posttrain.models import DEFAULT_MODEL, load_for_inference
 from posttrain.report import eval_tables
-from posttrain.rundir import adapter_meta, adapter_tool_format
+from posttrain.rundir import adapter_meta, adapter_tool_format, gate_scorer_adapter
 from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
@@ -34,6 +34,7 @@ from posttrain.tasks.tool_use.user_eval import (
     user_eval_conversations,
     user_eval_figures,
 )
+from posttrain.toolcall.relevance import GateScorer
 
 SPLITS = {
     "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),
@@ -61,8 +62,9 @@ def run_eval(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
-    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
+    relevance_adapter: Path | None = None,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -78,7 +80,9 @@ def run_eval(
     `relevance_gate` narrows each such grammar to the tool the request is about, or to a final
     answer under that threshold (`toolcall.relevance`); "auto" calibrates it on posttrain's
     validation tool families (`calibrated_gate`, keeping `relevance_gate_keep` of their calls),
-    never on the data scored; `relevance_gate_scorer` "base" scores with the adapter off.
+    never on the data scored; `relevance_gate_scorer` "base" scores with the adapter off,
+    "trained" with an align run's trained scorer (`relevance_adapter`, by default the
+    relevance_adapter/ beside `adapter`), calibrated on the training families held back from it.
     `rerank_arguments` re-reads each such call's arguments with the model (`toolcall.rerank`).
     """
     if relevance_gate is not None and not constrained:
@@ -101,6 +105,7 @@ def run_eval(
             rerank_arguments=rerank_arguments,
             relevance_gate_scorer=relevance_gate_scorer,
             relevance_gate_keep=relevance_gate_keep,
+            relevance_adapter=relevance_adapter,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -110,6 +115,7 @@ def run_eval(
         )
     if n < 1:
         raise PosttrainError(f"--n must be at least 1, got {n}")
+    beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
     compact = compact_prompt if compact_prompt is not None else bool(meta.get("compact_prompt", True))
@@ -132,7 +138,7 @@ def run_eval(
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base")
+    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base", beside=beside)
     generate = generator(llm, tok, max_new_tokens, batch_size)
     figures, records = align.evaluate(generate, data, max_steps, compact)
 
@@ -175,8 +181,9 @@ def run_eval_data(
     constrained: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
-    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
+    relevance_adapter: Path | None = None,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
@@ -200,9 +207,10 @@ def run_eval_data(
             "--rerank-arguments reads Thought→Action turns; this adapter writes its chat template's"
         )
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
+    beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
-    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base")
+    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base", beside=beside)
     fmt = chat_tool_format(tok, spec) if as_chat else None
     generate = generator(llm, tok, max_new_tokens, batch_size)
     scores, calibration = None, None
@@ -235,12 +243,20 @@ def run_eval_data(
     return out
 
 
+def _scorer_beside(
+    scorer: str, adapter: Path | None, given: Path | None, gate: object
+) -> dict[str, Path] | None:
+    """The trained relevance scorer to load beside the model, by its adapter name, if any."""
+    found = gate_scorer_adapter(scorer, adapter, given, gate)
+    return {RELEVANCE_ADAPTER: found} if found is not None else None
+
+
 def _decoding(
     constrained: bool, relevance_gate: float | str | None, rerank: bool = False, scorer: str = "model"
 ) -> str:
     if relevance_gate is not None:
         mode = f"constrained, relevance gate {relevance_gate}" + (
-            " (base-scored)" if scorer == "base" else ""
+            f" ({scorer}-scored)" if scorer != "model" else ""
         )
     else:
         mode = "constrained" if constrained else "free"

@@ -61,8 +61,8 @@ from posttrain.pipelines.serve_schema import APIError, ChatRequest, validation_e
 from posttrain.pipelines.serve_service import ChatService, Plan, unknown_model
 from posttrain.pipelines.serve_stream import completion_chunks, sse_response
 from posttrain.pipelines.serve_tools import TOOL_PROMPTS, ToolPrompt
-from posttrain.rundir import adapter_tool_format
-from posttrain.toolcall.relevance import RelevanceGate
+from posttrain.rundir import adapter_tool_format, gate_scorer_adapter
+from posttrain.toolcall.relevance import GateScorer, RelevanceGate
 
 # ---------------------------------------------------------------- the app
 
@@ -271,20 +271,19 @@ def _gate(
     model: Any,
     tokenizer: Any,
     console: Any,
-    scorer: Literal["model", "base"] = "model",
+    scorer: GateScorer = "model",
     keep: float = 0.9,
 ) -> RelevanceGate:
     """The server's gate (`pool_align.gate_from`), its calibration said at start when "auto"."""
-    from posttrain.inference import channel_scorer
+    from posttrain.inference import gate_channel
     from posttrain.tasks.tool_use.pool_align import gate_from
 
-    channel = channel_scorer(model, tokenizer, base=scorer == "base")
-    gate, found = gate_from(setting, channel, scorer, keep)
+    gate, found = gate_from(setting, gate_channel(model, tokenizer, scorer), scorer, keep)
     if found is not None:
         console.print(
             f"relevance gate ({scorer}-scored): threshold {gate.threshold} (keeps "
             f"{found['call_rows_passing']:.0%} of calls, declines {found['no_call_rows_declined']:.0%} of "
-            "requests no tool fits: validation tool families)"
+            f"requests no tool fits: {found['families']} tool families)"
         )
     return gate
 
@@ -300,8 +299,9 @@ def run_serve(
     constrain_tools: bool = False,
     relevance_gate: float | Literal["auto"] | None = None,
     rerank_arguments: bool = False,
-    relevance_gate_scorer: Literal["model", "base"] = "model",
+    relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
+    relevance_adapter: Path | None = None,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -312,8 +312,11 @@ def run_serve(
     one generating; `constrain_tools`, `relevance_gate` and `rerank_arguments` as in `create_app`
     (a gate of "auto": calibrated on posttrain's validation tool families before serving,
     `calibrated_gate`, keeping `relevance_gate_keep` of their calls). `relevance_gate_scorer`
-    "base" scores relevance with the adapter off (kept unmerged for it: `load_for_inference`).
+    "base" scores relevance with the adapter off (kept unmerged for it: `load_for_inference`),
+    "trained" with an align run's trained scorer (`relevance_adapter`, by default the
+    relevance_adapter/ beside `adapter`) loaded beside the model.
     """
+    scorer_dir = gate_scorer_adapter(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
         raise ConfigError(
@@ -331,6 +334,7 @@ def run_serve(
         import uvicorn
         from rich.console import Console
 
+        from posttrain.inference import RELEVANCE_ADAPTER
         from posttrain.models import DEFAULT_MODEL, load_for_inference
         from posttrain.rundir import adapter_base_model
 
@@ -338,7 +342,8 @@ def run_serve(
         # As `posttrain chat` does: an adapter saved by posttrain remembers its base model.
         base = model or (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
         base_scored = relevance_gate is not None and relevance_gate_scorer == "base"
-        llm, tok = load_for_inference(base, adapter, keep_base=base_scored)
+        beside = {RELEVANCE_ADAPTER: scorer_dir} if scorer_dir is not None else None
+        llm, tok = load_for_inference(base, adapter, keep_base=base_scored, beside=beside)
         name = served_model_name or (str(adapter) if adapter is not None else base)
         gate = None
         if relevance_gate is not None:

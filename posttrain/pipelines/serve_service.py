@@ -205,10 +205,10 @@ class ChatService:
         plan.prompt = self.prompt_for(plan.messages)
         plan.max_new = self.budget(plan.wanted, len(plan.prompt))
         if plan.gated and plan.registry is not None and self.gate is not None:
-            from posttrain.inference import channel_scorer  # torch: not before the server binds
+            from posttrain.inference import gate_channel  # torch: not before the server binds
 
             tools = list(plan.registry.values())
-            channel = channel_scorer(self.model, self.tokenizer, base=self.gate.scorer == "base")
+            channel = gate_channel(self.model, self.tokenizer, self.gate.scorer)
             (scores,) = relevance_scores(channel, [last_request(plan.messages)], [tools])
             chosen = self.gate.choose(scores)
             plan.grammar = tool_turn_grammar([] if chosen is None else [tools[chosen]], lltok=self.lltok)

@@ -215,6 +215,6 @@ def calibrated_gate(
         [b for b, i in zip(best, data, strict=True) if i.gold == NO_CALL],
         min_pass,
     )
-    families = "training families held back from the scorer" if scorer == "trained" else "validation"
+    families = "held-back training" if scorer == "trained" else "validation"  # "... tool families"
     meta = {"rows": rows, "seed": seed, "min_pass": min_pass, "scorer": scorer, "families": families}
     return RelevanceGate(found["threshold"], scorer), found | meta
