@@ -123,6 +123,28 @@ def gate_calibrations(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
+def gate_ranking(run_dir: str | Path) -> dict[str, Any]:
+    """How well the relevance gate's scores rank, per evaluated model and pool split: the AUC of
+    each request's best score, requests some tool fits against those none does (1.0: one
+    threshold separates them all; what a threshold can reach is bounded by it), from the scores
+    eval/<model>.json records. Empty when the run had no gate."""
+    out: dict[str, Any] = {}
+    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+        records = json.loads(path.read_text()).get("records", {})
+        for split in ("unseen_families", "seen_families"):
+            rows = [r for r in records.get(split, []) if r.get("relevance") is not None]
+            call = [max(r["relevance"], default=-1e9) for r in rows if r["irrelevance_accuracy"] is None]
+            none = [max(r["relevance"], default=-1e9) for r in rows if r["irrelevance_accuracy"] is not None]
+            if call and none:
+                wins = sum((a > b) + 0.5 * (a == b) for a in call for b in none)
+                out.setdefault(path.stem, {})[split] = {
+                    "auc": round(wins / (len(call) * len(none)), 4),
+                    "call_rows": len(call),
+                    "no_call_rows": len(none),
+                }
+    return out
+
+
 def rerank_effects(run_dir: str | Path) -> dict[str, Any]:
     """What argument reranking (`evaluation.rerank_arguments`) did, per pool split and evaluated
     model: AST accuracy of the replies as generated and as reranked on the same rows (the
@@ -267,6 +289,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             if calibrations := gate_calibrations(summary["run_dir"]):
                 result["tool_use"]["relevance_gate_calibration"] = calibrations
+            if ranking := gate_ranking(summary["run_dir"]):
+                result["tool_use"]["relevance_gate_ranking"] = ranking
             if effects := rerank_effects(summary["run_dir"]):
                 result["tool_use"]["argument_rerank"] = effects
             result["react"] = {

@@ -437,7 +437,7 @@ def _align_quality(r: dict) -> str:
         if block not in r.get(group, {}):
             continue
         if group == "tool_use":
-            title += _tool_use_decoding(r) + _rerank_caption(r, block)
+            title += _tool_use_decoding(r, block) + _rerank_caption(r, block)
         out += f"{title}:\n\n| model | n | " + " | ".join(keys) + " |\n"
         out += "|---" * (len(keys) + 2) + "|\n"
         for model in ("base", "sft", "dpo"):
@@ -460,7 +460,7 @@ def _align_quality(r: dict) -> str:
     )
 
 
-def _tool_use_decoding(r: dict) -> str:
+def _tool_use_decoding(r: dict, block: str) -> str:
     """How the function-pool tables were decoded, from what the run recorded."""
     found = r["tool_use"].get("relevance_gate_calibration")
     if not found:
@@ -477,6 +477,16 @@ def _tool_use_decoding(r: dict) -> str:
         return (
             "; decoded constrained with the relevance gate scored by the base model (adapter off) for "
             f"every model, its threshold calibrated on validation families: {shared}"
+        )
+    if all(c.get("scorer") == "trained" for c in found.values()):
+        shared = cell(next(iter(found.values())))
+        split = {"heldout_families": "unseen_families"}.get(block, block)
+        ranking = next(iter(r["tool_use"].get("relevance_gate_ranking", {}).values()), {}).get(split)
+        auc = f"; the scores rank these requests with AUC {ranking['auc']:.2f}" if ranking else ""
+        return (
+            "; decoded constrained with the relevance gate scored by the scorer the run trained first "
+            "(relevance_adapter/, loaded beside every model), its threshold calibrated on the training "
+            f"families held back from that scorer: {shared}{auc}"
         )
     cells = ", ".join(f"{m} {cell(c)}" for m, c in found.items())
     return (
