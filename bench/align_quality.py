@@ -55,8 +55,11 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
             "pairs.synthetic=96",
             "pairs.on_policy=24",
             "dpo.train.max_steps=30",
-            "dpo.gate_items=24",  # 40 in the preset; the scorer's training needs the minutes
             "evaluation.episodes=6",
+            # only SFT's seen-family figures are a target (in-distribution AST): base and DPO are
+            # scored on the held-out families and the ReAct splits, ~400 s each saved
+            "evaluation.model_splits={base: [unseen_families, indist, heldout], "
+            "dpo: [unseen_families, indist, heldout]}",
         ],
         "meetings": [
             "data.train_rows=240",
@@ -148,8 +151,8 @@ def gate_ranking(run_dir: str | Path) -> dict[str, Any]:
 def rerank_effects(run_dir: str | Path) -> dict[str, Any]:
     """What argument reranking (`evaluation.rerank_arguments`) did, per pool split and evaluated
     model: AST accuracy of the replies as generated and as reranked on the same rows (the
-    records keep each changed row's reply before), and how many replies it changed. Empty when
-    the run did not rerank."""
+    records keep each changed row's reply before), and how many replies it changed; and whose
+    channel reranked (`scorer`). Empty when the run did not rerank."""
     import yaml
 
     from posttrain.tasks.tool_use.pool_align import pool_eval_sets
@@ -162,7 +165,7 @@ def rerank_effects(run_dir: str | Path) -> dict[str, Any]:
     if not evaluation.get("rerank_arguments"):
         return {}
     sets = pool_eval_sets(evaluation["seed"], evaluation["items"])
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"scorer": evaluation.get("rerank_scorer", "model")}
     for path in sorted((run_dir / "eval").glob("*.json")):
         records = json.loads(path.read_text()).get("records", {})
         for split, rows in sets.items():

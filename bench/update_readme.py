@@ -438,9 +438,12 @@ def _align_quality(r: dict) -> str:
             continue
         if group == "tool_use":
             title += _tool_use_decoding(r, block) + _rerank_caption(r, block)
+        scored = [m for m in ("base", "sft", "dpo") if m in r[group][block]]
+        if len(scored) < 3:
+            title += f"; only {' and '.join(scored)} scored on this split (evaluation.model_splits)"
         out += f"{title}:\n\n| model | n | " + " | ".join(keys) + " |\n"
         out += "|---" * (len(keys) + 2) + "|\n"
-        for model in ("base", "sft", "dpo"):
+        for model in scored:
             b = r[group][block][model]
             out += f"| {model} | {b['n']} | " + " | ".join(_ci_cell(b, k) for k in keys) + " |\n"
         out += "\n"
@@ -481,12 +484,15 @@ def _tool_use_decoding(r: dict, block: str) -> str:
     if all(c.get("scorer") == "trained" for c in found.values()):
         shared = cell(next(iter(found.values())))
         split = {"heldout_families": "unseen_families"}.get(block, block)
+        where = "training families held back from that scorer"
+        if next(iter(found.values())).get("families") == "held-back training and validation":
+            where += " and the validation families"
         ranking = next(iter(r["tool_use"].get("relevance_gate_ranking", {}).values()), {}).get(split)
         auc = f"; the scores rank these requests with AUC {ranking['auc']:.2f}" if ranking else ""
         return (
             "; decoded constrained with the relevance gate scored by the scorer the run trained first "
-            "(relevance_adapter/, loaded beside every model), its threshold calibrated on the training "
-            f"families held back from that scorer: {shared}{auc}"
+            "(relevance_adapter/, loaded beside every model), its threshold calibrated on the "
+            f"{where}: {shared}{auc}"
         )
     cells = ", ".join(f"{m} {cell(c)}" for m, c in found.items())
     return (
@@ -506,7 +512,9 @@ def _rerank_caption(r: dict, block: str) -> str:
         f"({e['replies_changed']} replies changed)"
         for m, e in found.items()
     )
-    head = "; then each call's arguments reranked (toolcall/rerank.py), AST as generated -> "
+    by = {"base": " by the base model's channel", "trained": " by the trained scorer's channel"}
+    scorer = by.get((r["tool_use"].get("argument_rerank") or {}).get("scorer", "model"), "")
+    head = f"; then each call's arguments reranked{scorer} (toolcall/rerank.py), AST as generated -> "
     return head + f"reranked: {cells}"
 
 

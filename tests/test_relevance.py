@@ -269,9 +269,9 @@ def test_a_memoized_channel_scores_each_pair_once_and_answers_in_order():
     assert score([], []) == [] and len(asked) == 2
 
 
-def test_every_model_of_a_run_shares_one_base_scored_gates_scores(tiny_spec):
-    """The second model's gate reads the first one's base scores: its own base channel is never
-    asked (the base is the same). A model-scored gate keeps each model's own channel."""
+def test_every_model_of_a_run_shares_one_base_channels_scores(tiny_spec):
+    """The second model's gate, or argument rerank, reads the first one's base scores: its own base
+    channel is never asked (the base is the same). A model-scored gate keeps each model's own."""
     from posttrain.inference import generator
     from posttrain.tasks.align import align_task
     from posttrain.tasks.tool_use.pool_align import scoring_channel
@@ -286,9 +286,16 @@ def test_every_model_of_a_run_shares_one_base_scored_gates_scores(tiny_spec):
     second.base_channel = refused
     task = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="base")
     pairs = ([tool_prefix(TOOLS[0]), NULL_PREFIX], ["weather in Oslo"] * 2)
-    scores = scoring_channel(task._sharing_gate_scores(first), "base")(*pairs)
-    assert scoring_channel(task._sharing_gate_scores(second), "base")(*pairs) == scores
+    scores = scoring_channel(task._sharing_scores(first), "base")(*pairs)
+    assert scoring_channel(task._sharing_scores(second), "base")(*pairs) == scores
     hello = [[{"role": "user", "content": "hi"}]]
-    assert task._sharing_gate_scores(first)(hello) == first(hello)  # still generates
+    assert task._sharing_scores(first)(hello) == first(hello)  # still generates
     own = align_task("tool_use", constrained=True, relevance_gate="auto", gate_scorer="model")
-    assert own._sharing_gate_scores(second) is second
+    assert own._sharing_scores(second) is second
+    # an argument rerank through the base channel shares it too, beside a model-scored gate
+    reranked = align_task(
+        "tool_use", constrained=True, relevance_gate="auto", rerank=True, rerank_scorer="base"
+    )
+    scores = scoring_channel(reranked._sharing_scores(first), "base")(*pairs)
+    assert scoring_channel(reranked._sharing_scores(second), "base")(*pairs) == scores
+    assert reranked._sharing_scores(second).channel is second.channel  # the model's own: not shared

@@ -166,6 +166,9 @@ def test_align_trains_the_scorer_first_and_every_model_reads_it(tmp_path):
         "evaluation.relevance_gate_scorer=trained",
         "evaluation.relevance_scorer_rows=8",
         "evaluation.models=[base,dpo]",
+        "evaluation.rerank_arguments=true",
+        "evaluation.rerank_scorer=trained",
+        "evaluation.model_splits={base: [unseen_families]}",
     ]
     args = ["align", "--task", "tool_use", "--preset", "align_test", "--name", "t", "--output-dir", "runs"]
     out = run_cli(*args, *[a for s in settings for a in ("--set", s)], cwd=tmp_path)
@@ -184,7 +187,12 @@ def test_align_trains_the_scorer_first_and_every_model_reads_it(tmp_path):
         for m in ("base", "dpo")
     ]
     assert calibrations[0] == calibrations[1]  # one calibration, shared by every model
-    assert calibrations[0]["scorer"] == "trained" and calibrations[0]["families"] == "held-back training"
+    assert calibrations[0]["scorer"] == "trained" and calibrations[0]["families"] == (
+        "held-back training and validation"
+    )
+    base = json.loads((run / "eval" / "base.json").read_text())
+    assert set(base["figures"]) == {"unseen_families"}  # evaluation.model_splits
+    assert set(json.loads((run / "eval" / "dpo.json").read_text())["figures"]) > {"unseen_families"}
     # the policy adapters hold no trace of the scorer
     for adapter in ("sft_adapter", "adapter"):
         assert not [k for k in load_file(run / adapter / "adapter_model.safetensors") if "relevance" in k]

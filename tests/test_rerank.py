@@ -148,6 +148,10 @@ def test_reranked_pool_evaluation_records_what_it_changed(tiny_spec):
             assert record.get("reply_before_rerank", text) == text
             assert (record["reply"] != text) == ("reply_before_rerank" in record)
     assert any(r["rerank_candidates"] > 1 for r in records)
+    # the same channel as the base scorer's: the same records, the model's own never asked
+    generate.base_channel = generate.channel  # type: ignore[attr-defined]
+    generate.channel = None  # type: ignore[attr-defined]
+    assert evaluate_pool(generate, rows, rerank=True, rerank_scorer="base")[1] == records
 
 
 def test_reranking_a_chat_template_format_is_refused():

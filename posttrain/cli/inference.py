@@ -26,6 +26,15 @@ RelevanceAdapterOpt = Annotated[
         "relevance_adapter/ beside --adapter, where posttrain align saves it).",
     ),
 ]
+RerankScorerOpt = Annotated[
+    Literal["model", "base", "trained"],
+    typer.Option(
+        "--rerank-scorer",
+        help="With --rerank-arguments: whose channel re-reads the arguments: the model under test, its "
+        "base model with the adapter off, or the trained gate scorer (needs --relevance-gate-scorer "
+        "trained). posttrain align's evaluation.rerank_scorer.",
+    ),
+]
 GateKeepOpt = Annotated[
     float,
     typer.Option(
@@ -211,6 +220,7 @@ def eval_(
             "the request, two arguments swapped), keep the one the request is likeliest under.",
         ),
     ] = False,
+    rerank_scorer: RerankScorerOpt = "model",
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""
@@ -237,6 +247,7 @@ def eval_(
         relevance_gate_scorer=relevance_gate_scorer,
         relevance_gate_keep=relevance_gate_keep,
         relevance_adapter=relevance_adapter,
+        rerank_scorer=rerank_scorer,
     )
     console.print(result["table"])
     if output is not None:

@@ -160,7 +160,8 @@ class AlignEvalSettings(Strict):
         "model itself, its base model with the adapter off (tuning on calls blunts the tuned model's "
         "channel at high recall; the base one's threshold is calibrated once for every model), or "
         "trained: a LoRA on the base fitted for the gate's decision before SFT (relevance_adapter/, "
-        "posttrain.train.relevance), its threshold set on training families held back from it.",
+        "posttrain.train.relevance), its threshold set on the training families held back from it "
+        "and the validation families.",
     )
     relevance_scorer_rows: int = Field(
         300,
@@ -177,7 +178,7 @@ class AlignEvalSettings(Strict):
         gt=0.0,
         le=1.0,
         description="tool_use, with relevance_gate auto: the share of validation-family calls (for a "
-        "trained scorer: of the training families held back from it) the calibrated threshold lets "
+        "trained scorer: of those and the training families held back from it) the calibrated threshold lets "
         "through (must-call comes first; irrelevance is what remains).",
     )
     rerank_arguments: bool = Field(
@@ -187,6 +188,18 @@ class AlignEvalSettings(Strict):
         "number of the request, two arguments swapped, a misspelt string snapped to the request's "
         "words), the one under which the request is likeliest, less a penalty for each value the "
         "request does not name (posttrain.toolcall.rerank). Thought→Action only.",
+    )
+    rerank_scorer: Literal["model", "base", "trained"] = Field(
+        "model",
+        description="tool_use, with rerank_arguments: whose channel re-reads the arguments: the evaluated "
+        "model's own, the base model's with the adapter off, or the trained relevance scorer's "
+        "(needs relevance_gate_scorer trained). base and trained score alike for every model, so "
+        "their scores are shared: a call two models wrote alike is scored once.",
+    )
+    model_splits: dict[Literal["base", "sft", "dpo"], list[str]] = Field(
+        default_factory=dict,
+        description="The evaluation splits a model is scored on, for a model that need not be scored on "
+        "all of them (one not named here is): each split left out saves a whole evaluation pass.",
     )
     max_new_tokens: int = Field(96, ge=1, description="Tokens per generated turn.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")

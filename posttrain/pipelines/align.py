@@ -85,9 +85,11 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         ev.rerank_arguments,
         ev.relevance_gate_scorer,
         ev.relevance_gate_keep,
+        ev.rerank_scorer,
     )
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)
+    _check_model_splits(cfg, data.eval_sets)
     executor = cfg.executor.model_dump()
     with open_run("align", cfg, resume, default_name=f"align-{cfg.task}", executor=executor) as run:
         start = time.perf_counter()
@@ -123,6 +125,17 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- data
+
+
+def _check_model_splits(cfg: AlignConfig, eval_sets: dict[str, Any]) -> None:
+    """A split the task does not have would silently score nothing: say so before any model loads."""
+    for model, splits in cfg.evaluation.model_splits.items():
+        unknown = [s for s in splits if s not in eval_sets]
+        if unknown:
+            raise ConfigError(
+                f"evaluation.model_splits.{model}: '{unknown[0]}' is not a {cfg.task} evaluation split; "
+                f"pick from {', '.join(eval_sets)}"
+            )
 
 
 def _check_seeds(cfg: AlignConfig, task: AlignTask) -> None:

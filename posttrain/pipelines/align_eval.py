@@ -88,7 +88,8 @@ def evaluate_models(
     cfg: AlignConfig,
     run: RunDir,
 ) -> dict[str, Any]:
-    """Each of base/SFT/DPO on the held-out sets; eval/<model>.json per model, eval.json for all.
+    """Each of base/SFT/DPO on the held-out sets (on those `evaluation.model_splits` names, where it
+    names the model); eval/<model>.json per model, eval.json for all.
 
     When the DPO gate kept SFT, adapter/ is a byte copy of sft_adapter/, and evaluating it again
     would repeat SFT's figures exactly at the cost of a whole evaluation (783 s of the 4180 s
@@ -109,9 +110,11 @@ def evaluate_models(
             figs = same["figures"]
         else:
             _say(f"5/5 evaluating {name}")
+            chosen = ev.model_splits.get(name, list(eval_sets))
+            sets = {split: rows for split, rows in eval_sets.items() if split in chosen}
             with _model_for(resident, name, run) as model:
                 generate = generator(model, resident.tokenizer, ev.max_new_tokens, ev.batch_size)
-                found, records = task.evaluate(generate, eval_sets, ev.max_steps, cfg.data.compact_prompt)
+                found, records = task.evaluate(generate, sets, ev.max_steps, cfg.data.compact_prompt)
             figs = {split: {k: f.as_dict() for k, f in fs.items()} for split, fs in found.items()}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"figures": figs, "records": records}, indent=2, default=str))

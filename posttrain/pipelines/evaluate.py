@@ -22,7 +22,7 @@ from posttrain.models import DEFAULT_MODEL, load_for_inference
 from posttrain.report import eval_tables
 from posttrain.rundir import adapter_meta, adapter_tool_format, gate_scorer_adapter
 from posttrain.tasks import meetings as mt
-from posttrain.tasks.align import align_task
+from posttrain.tasks.align import align_task, check_rerank_scorer
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
 from posttrain.tasks.tool_use.pool_align import gate_from, scoring_channel
@@ -65,6 +65,7 @@ def run_eval(
     relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
+    rerank_scorer: GateScorer = "model",
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -82,8 +83,10 @@ def run_eval(
     validation tool families (`calibrated_gate`, keeping `relevance_gate_keep` of their calls),
     never on the data scored; `relevance_gate_scorer` "base" scores with the adapter off,
     "trained" with an align run's trained scorer (`relevance_adapter`, by default the
-    relevance_adapter/ beside `adapter`), calibrated on the training families held back from it.
-    `rerank_arguments` re-reads each such call's arguments with the model (`toolcall.rerank`).
+    relevance_adapter/ beside `adapter`), calibrated on the training families held back from it
+    and the validation families.
+    `rerank_arguments` re-reads each such call's arguments (`toolcall.rerank`) through
+    `rerank_scorer`'s channel: the model's own, the base's, or the trained gate scorer's.
     """
     if relevance_gate is not None and not constrained:
         raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
@@ -106,6 +109,7 @@ def run_eval(
             relevance_gate_scorer=relevance_gate_scorer,
             relevance_gate_keep=relevance_gate_keep,
             relevance_adapter=relevance_adapter,
+            rerank_scorer=rerank_scorer,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -130,6 +134,7 @@ def run_eval(
             rerank=rerank_arguments,
             gate_scorer=relevance_gate_scorer,
             gate_keep=relevance_gate_keep,
+            rerank_scorer=rerank_scorer,
         )
     else:
         align = align_task(
@@ -138,7 +143,8 @@ def run_eval(
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base", beside=beside)
+    keep_base = "base" in (relevance_gate_scorer, rerank_scorer)
+    llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     generate = generator(llm, tok, max_new_tokens, batch_size)
     figures, records = align.evaluate(generate, data, max_steps, compact)
 
@@ -158,7 +164,9 @@ def run_eval(
         "adapter": str(adapter) if adapter else None,
         "seed": seed,
         "compact_prompt": compact,
-        "decoding": _decoding(constrained, relevance_gate, rerank_arguments, relevance_gate_scorer),
+        "decoding": _decoding(
+            constrained, relevance_gate, rerank_arguments, relevance_gate_scorer, rerank_scorer
+        ),
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
         "table": eval_tables(results, align.split_titles),
@@ -184,6 +192,7 @@ def run_eval_data(
     relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
+    rerank_scorer: GateScorer = "model",
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
@@ -206,11 +215,13 @@ def run_eval_data(
         raise PosttrainError(
             "--rerank-arguments reads Thought→Action turns; this adapter writes its chat template's"
         )
+    check_rerank_scorer(rerank_arguments, rerank_scorer, relevance_gate_scorer, relevance_gate)
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
-    llm, tok = load_for_inference(spec, adapter, keep_base=relevance_gate_scorer == "base", beside=beside)
+    keep_base = "base" in (relevance_gate_scorer, rerank_scorer)
+    llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     fmt = chat_tool_format(tok, spec) if as_chat else None
     generate = generator(llm, tok, max_new_tokens, batch_size)
     scores, calibration = None, None
@@ -222,7 +233,7 @@ def run_eval_data(
     replies = generate(user_eval_conversations(items, fmt), grammars)
     notes = None
     if rerank_arguments:
-        replies, notes = reranked_turns(replies, items, generate.channel)  # type: ignore[attr-defined]
+        replies, notes = reranked_turns(replies, items, scoring_channel(generate, rerank_scorer))
     figures, records = user_eval_figures(replies, items, fmt, scores, notes)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
@@ -232,7 +243,9 @@ def run_eval_data(
         "adapter": str(adapter) if adapter else None,
         "data": str(data),
         "tools": str(tools) if tools else None,
-        "decoding": _decoding(constrained, relevance_gate, rerank_arguments, relevance_gate_scorer),
+        "decoding": _decoding(
+            constrained, relevance_gate, rerank_arguments, relevance_gate_scorer, rerank_scorer
+        ),
         "relevance_calibration": calibration,
         "figures": flat(figures, n=len(items)),
         "table": eval_tables(results, {"data": f"{data} (AST accuracy is the headline)"}),
@@ -252,7 +265,11 @@ def _scorer_beside(
 
 
 def _decoding(
-    constrained: bool, relevance_gate: float | str | None, rerank: bool = False, scorer: str = "model"
+    constrained: bool,
+    relevance_gate: float | str | None,
+    rerank: bool = False,
+    scorer: str = "model",
+    rerank_scorer: str = "model",
 ) -> str:
     if relevance_gate is not None:
         mode = f"constrained, relevance gate {relevance_gate}" + (
@@ -260,4 +277,6 @@ def _decoding(
         )
     else:
         mode = "constrained" if constrained else "free"
-    return mode + (", arguments reranked" if rerank else "")
+    if not rerank:
+        return mode
+    return mode + ", arguments reranked" + (f" ({rerank_scorer}-scored)" if rerank_scorer != "model" else "")

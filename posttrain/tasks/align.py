@@ -25,6 +25,7 @@ def align_task(
     rerank: bool = False,
     gate_scorer: GateScorer = "model",
     gate_keep: float = 0.9,
+    rerank_scorer: GateScorer = "model",
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
@@ -34,7 +35,7 @@ def align_task(
     a `RelevanceGate` at `relevance_gate` when given, scored by `gate_scorer` (the evaluated model,
     its base, or a scorer the run trains) and, when "auto", calibrated to keep `gate_keep` of
     validation calls. `rerank` gives tool_use whose function-pool calls have their arguments
-    re-read by the model (`toolcall.rerank`; Thought→Action only)."""
+    re-read (`toolcall.rerank`; Thought→Action only) through `rerank_scorer`'s channel."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -55,6 +56,7 @@ def align_task(
         raise ConfigError(
             "evaluation.rerank_arguments applies to --task tool_use in the Thought→Action format only"
         )
+    check_rerank_scorer(rerank, rerank_scorer, gate_scorer, relevance_gate)
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
     if constrained or rerank:
@@ -64,10 +66,25 @@ def align_task(
             else relevance_gate
         )
         return ToolUseAlign(
-            constrained=constrained, gate=gate, rerank=rerank, gate_scorer=gate_scorer, gate_keep=gate_keep
+            constrained=constrained,
+            gate=gate,
+            rerank=rerank,
+            gate_scorer=gate_scorer,
+            gate_keep=gate_keep,
+            rerank_scorer=rerank_scorer,
         )
     if tool_format == "react":
         return ALIGN_TASKS[name]
     if name != "tool_use" or model is None:
         raise ConfigError(f"data.tool_format={tool_format} applies to --task tool_use only; use react")
     return ToolUseAlign(chat_tool_format(load_tokenizer(model), model))
+
+
+def check_rerank_scorer(rerank: bool, scorer: str, gate_scorer: str, gate: object) -> None:
+    """An argument rerank by the trained relevance scorer reads the one the gate loads: without a
+    gate scored by it there is none (ConfigError, before any model loads)."""
+    if rerank and scorer == "trained" and (gate_scorer != "trained" or gate is None):
+        raise ConfigError(
+            "a rerank scorer trained (evaluation.rerank_scorer, --rerank-scorer) reads the relevance "
+            "gate's trained scorer: set the relevance gate and its scorer trained too"
+        )

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from posttrain.config import AlignConfig, load_config
 from posttrain.errors import ConfigError
-from posttrain.pipelines.align import _check_seeds, tokenize_conversation
+from posttrain.pipelines.align import _check_model_splits, _check_seeds, tokenize_conversation
 from posttrain.pipelines.align_eval import GATED_OUT, _swap_in_sft
 from posttrain.rundir import RunDir
 from posttrain.store import Store
@@ -40,6 +40,22 @@ def test_evaluation_seed_must_not_repeat_a_training_seed():
     cfg = load_config(AlignConfig, preset="align_test", overrides=["pairs.synthetic=0", "pairs.on_policy=0"])
     with pytest.raises(ConfigError, match="DPO would have no data"):
         _check_seeds(cfg, align_task(cfg.task))
+
+
+def test_a_model_split_the_task_lacks_is_refused_by_name():
+    bad = load_config(
+        AlignConfig, preset="align_test", overrides=["evaluation.model_splits={dpo: [unseen, indist]}"]
+    )
+    sets = {"unseen_families": [], "indist": []}
+    with pytest.raises(
+        ConfigError, match="model_splits.dpo: 'unseen' is not a tool_use evaluation split; pick"
+    ):
+        _check_model_splits(bad, sets)
+    good = load_config(
+        AlignConfig, preset="align_test", overrides=["evaluation.model_splits={base: [indist]}"]
+    )
+    _check_model_splits(good, sets)
+    assert good.evaluation.model_splits == {"base": ["indist"]}
 
 
 def test_conversation_mask_covers_exactly_the_assistant_turns(tiny_tokenizer):

@@ -307,9 +307,14 @@ def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec,
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _USER_ROWS))
     (tmp_path / "tools.json").write_text(json.dumps(_USER_TOOLS))
     args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
+    refused = run_cli(*args, "--rerank-arguments", "--rerank-scorer", "trained", cwd=tmp_path)
+    assert refused.returncode == 2 and "gate's trained scorer" in refused.stdout + refused.stderr
+    assert not (tmp_path / "e.json").exists()
     out = run_cli(
         *args,
         "--rerank-arguments",
+        "--rerank-scorer",
+        "base",
         "--model",
         "tiny-random",
         "--max-new-tokens",
@@ -320,5 +325,5 @@ def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "e.json").read_text())
-    assert result["decoding"] == "free, arguments reranked"
+    assert result["decoding"] == "free, arguments reranked (base-scored)"
     assert all(isinstance(r["rerank_candidates"], int) for r in result["records"])

@@ -179,6 +179,7 @@ class ToolUseAlign:
         rerank: bool = False,
         gate_scorer: GateScorer = "model",
         gate_keep: float = 0.9,
+        rerank_scorer: GateScorer = "model",
     ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
         self.constrained = constrained  # pool turns decoded inside their tools' grammar
@@ -188,11 +189,13 @@ class ToolUseAlign:
         self.gate = gate
         self.gate_scorer = gate_scorer
         self.gate_keep = gate_keep
-        self.rerank = rerank  # each pool call's arguments re-read by the model (toolcall.rerank)
-        # a base- or trained-scored gate's calibration and scores are the same for every evaluated
-        # model: found once, the scores kept per (prefix, request) pair (`_sharing_gate_scores`)
+        self.rerank = rerank  # each pool call's arguments re-read (toolcall.rerank) ...
+        self.rerank_scorer = rerank_scorer  # ... through this scorer's channel
+        # a base- or trained-scored gate's calibration, and the base or trained channel's scores,
+        # are the same for every evaluated model: found once, the scores kept per scorer and
+        # (prefix, request) pair (`_sharing_scores`)
         self._shared_gate: tuple[RelevanceGate, dict[str, Any]] | None = None
-        self._shared_scores: dict[tuple[str, str], float] = {}
+        self._shared_scores: dict[str, dict[tuple[str, str], float]] = {}
 
     def derived_seeds(self, data_seed: int) -> dict[str, int]:
         return {}
@@ -332,34 +335,48 @@ class ToolUseAlign:
         (the records' `relevance_calibration`)."""
         figs: dict[str, dict[str, Figure]] = {}
         records: dict[str, list[dict[str, Any]]] = {}
-        generate = self._sharing_gate_scores(generate)
+        generate = self._sharing_scores(generate)
         gate = self.gate
         if gate == "auto" and any(split in POOL_SPLITS or split == "validation_families" for split in sets):
             gate, calibration = self._calibrated(generate)
             records["relevance_calibration"] = [calibration]
         for split, rows in sets.items():
             if split in POOL_SPLITS or split == "validation_families":
-                pooled = evaluate_pool(generate, rows, self.chat_format, self.constrained, gate, self.rerank)  # type: ignore[arg-type]
+                pooled = evaluate_pool(
+                    generate,
+                    rows,
+                    self.chat_format,
+                    self.constrained,
+                    gate,  # type: ignore[arg-type]
+                    self.rerank,
+                    self.rerank_scorer,
+                )
                 figs[split], records[split] = pooled
             else:
                 figs[split], records[split] = evaluate_tool_use(generate, rows, TOOL_SPLITS[split], max_steps)
         return figs, records
 
-    def _sharing_gate_scores(self, generate: Generate) -> Generate:
-        """`generate` with the gate's channel reading this run's shared scores (`memoized`), when
-        the gate is scored by the base model or by a trained scorer: those are the same for every
-        model of one run, so the second model's gate reuses the first one's scores instead of
-        scoring its requests again."""
+    def _sharing_scores(self, generate: Generate) -> Generate:
+        """`generate` with the base and trained channels that the gate or the argument rerank read
+        answering from this run's shared scores (`memoized`): those channels score the same for
+        every model of one run, so the second model reuses the first one's scores (the gate's for
+        the same requests; the rerank's wherever two models wrote the same call) instead of scoring
+        again. The evaluated model's own channel is never shared."""
         gate_scorer = self.gate.scorer if isinstance(self.gate, RelevanceGate) else self.gate_scorer
-        attribute = {"base": "base_channel", "trained": "trained_channel"}.get(gate_scorer)
-        if self.gate is None or attribute is None or not hasattr(generate, attribute):
+        used = {gate_scorer} if self.gate is not None else set()
+        used |= {self.rerank_scorer} if self.rerank else set()
+        channels = {"base": "base_channel", "trained": "trained_channel"}
+        attributes = [channels[s] for s in sorted(used) if s in channels and hasattr(generate, channels[s])]
+        if not attributes:
             return generate
 
         def shared(*args: Any, **kwargs: Any) -> Any:
             return generate(*args, **kwargs)
 
         shared.__dict__.update(generate.__dict__)
-        setattr(shared, attribute, memoized(getattr(generate, attribute), self._shared_scores))
+        for attribute in attributes:
+            memo = self._shared_scores.setdefault(attribute, {})
+            setattr(shared, attribute, memoized(getattr(generate, attribute), memo))
         return shared  # type: ignore[return-value]
 
     def _calibrated(self, generate: Generate) -> tuple[RelevanceGate, dict[str, Any]]:
