@@ -26,7 +26,8 @@ tuned on it.
     python bench/align_quality.py --budget full                 # the presets as they are
     python bench/align_quality.py --model tiny-random --budget smoke --out /tmp/aq.json   # seconds
 
-Budget small fits ~35 minutes on a 2-core CPU with smollm2-135m (both tasks; see BUDGETS).
+Budget small took 66 minutes for tool_use and 37 for meetings on a 2-core CPU with smollm2-135m
+(the last runs, bench/results/align_quality.json; see BUDGETS).
 """
 
 from __future__ import annotations
