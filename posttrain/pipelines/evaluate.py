@@ -143,7 +143,7 @@ def run_eval(
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    keep_base = "base" in (relevance_gate_scorer, rerank_scorer)
+    keep_base = relevance_gate_scorer == "base" or (rerank_arguments and rerank_scorer == "base")
     llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     generate = generator(llm, tok, max_new_tokens, batch_size)
     figures, records = align.evaluate(generate, data, max_steps, compact)
@@ -220,7 +220,7 @@ def run_eval_data(
     beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
-    keep_base = "base" in (relevance_gate_scorer, rerank_scorer)
+    keep_base = relevance_gate_scorer == "base" or (rerank_arguments and rerank_scorer == "base")
     llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     fmt = chat_tool_format(tok, spec) if as_chat else None
     generate = generator(llm, tok, max_new_tokens, batch_size)
