@@ -24,6 +24,7 @@ from posttrain.tasks.tool_use.data import generate_tool_use_data
 from posttrain.tasks.tool_use.metrics import tool_use_trajectory_reward, tool_use_turn_metrics
 from posttrain.tasks.tool_use.pool_align import (
     POOL_SPLITS,
+    SCORER_CHANNELS,
     calibrated_gate,
     evaluate_pool,
     pool_eval_sets,
@@ -365,8 +366,8 @@ class ToolUseAlign:
         gate_scorer = self.gate.scorer if isinstance(self.gate, RelevanceGate) else self.gate_scorer
         used = {gate_scorer} if self.gate is not None else set()
         used |= {self.rerank_scorer} if self.rerank else set()
-        channels = {"base": "base_channel", "trained": "trained_channel"}
-        attributes = [channels[s] for s in sorted(used) if s in channels and hasattr(generate, channels[s])]
+        named = [SCORER_CHANNELS[s] for s in sorted(used - {"model"})]  # the model's own is its own
+        attributes = [a for a in named if hasattr(generate, a)]
         if not attributes:
             return generate
 

@@ -163,18 +163,20 @@ def evaluate_pool(
     return figs, records
 
 
+SCORER_CHANNELS = {"model": "channel", "base": "base_channel", "trained": "trained_channel"}
+"""The attribute of an `inference.generator` that each gate or rerank scorer reads."""
+
+
 def scoring_channel(generate: Any, scorer: str) -> ChannelScore:
     """The channel a gate or an argument rerank of `scorer` reads from an `inference.generator`:
     the model's own, its base model's with the adapter off ("base"), or a trained relevance
     scorer's loaded beside the policy ("trained", `inference.RELEVANCE_ADAPTER`)."""
-    if scorer == "trained":
-        if not hasattr(generate, "trained_channel"):
-            raise ValueError(
-                "scoring by a trained relevance scorer needs its adapter loaded beside the "
-                "model (the relevance_adapter/ of a posttrain align run)"
-            )
-        return generate.trained_channel
-    return generate.base_channel if scorer == "base" else generate.channel
+    if scorer == "trained" and not hasattr(generate, "trained_channel"):
+        raise ValueError(
+            "scoring by a trained relevance scorer needs its adapter loaded beside the "
+            "model (the relevance_adapter/ of a posttrain align run)"
+        )
+    return getattr(generate, SCORER_CHANNELS[scorer])
 
 
 def gate_from(
