@@ -5,6 +5,11 @@ requests (30% that no offered tool fits), two of the training families held back
 at 90% (and 85%) of calls kept on one group, the other or both (seed 3000 draws), read on every
 draw. The held-out (test) families are never scored here.
 
+Then the share of calls to keep, set on both groups: 0.90 to 0.94, each read on the fresh (seed
+3100) draws of either group. Must-call (>= 0.90) and irrelevance (>= 0.80) pull the threshold
+opposite ways, so `keep_choice` is the share whose worst margin to either target on either fresh
+draw (`worst_margin`) is largest.
+
     python bench/tool_gate_calibration.py RUN_DIR   # RUN_DIR of posttrain align (trained gate)
 
 Writes bench/results/tool_gate_calibration.json.
@@ -63,13 +68,20 @@ out: dict = {"run": str(RUN), "rows": {k: {s: len(v) for s, v in d.items()} for 
 for name, draw in best.items():
     wins = sum((a > b) + 0.5 * (a == b) for a in draw["call"] for b in draw["no_call"])
     out.setdefault("auc", {})[name] = round(wins / (len(draw["call"]) * len(draw["no_call"])), 4)
-for keep in (0.90, 0.85):
-    for source, names in SOURCES.items():
+for keep in (0.85, 0.90, 0.91, 0.92, 0.93, 0.94):
+    for source, names in SOURCES.items() if keep in (0.85, 0.90) else [("both", SOURCES["both"])]:
         calls = [x for n in names for x in best[n]["call"]]
         none = [x for n in names for x in best[n]["no_call"]]
         threshold = calibrate(calls, none, keep)["threshold"]
         out.setdefault(f"keep_{keep:.2f}", {})[source] = {"threshold": threshold} | {
             name: read(threshold, draw) for name, draw in best.items()
         }
+fresh = ("heldback_3100", "validation_3100")
+for keep in (0.90, 0.91, 0.92, 0.93, 0.94):
+    both = out[f"keep_{keep:.2f}"]["both"]
+    margins = [m for name in fresh for m in (both[name]["kept"] - 0.90, both[name]["declined"] - 0.80)]
+    both["worst_margin"] = round(min(margins), 4)
+best_keep = max((0.90, 0.91, 0.92, 0.93, 0.94), key=lambda k: out[f"keep_{k:.2f}"]["both"]["worst_margin"])
+out["keep_choice"] = {"keep": best_keep} | out[f"keep_{best_keep:.2f}"]["both"]
 Path("bench/results/tool_gate_calibration.json").write_text(json.dumps(out, indent=1) + "\n")
-print(json.dumps({k: v for k, v in out.items() if k.startswith("keep_0.90")}, indent=1))
+print(json.dumps({k: v for k, v in out.items() if k.startswith("keep_")}, indent=1))

@@ -236,11 +236,23 @@ def channel_logprobs(
 ) -> list[float]:
     """Mean per-token log P(target | prefix) for each pair (`toolcall.relevance.ChannelScore`):
     plain text, no chat template, prefix and target tokenized apart so a target's tokens are the
-    same after every prefix; batches of `batch_size` rows, left-padded."""
-    out: list[float] = []
-    for start in range(0, len(prefixes), batch_size):
-        end = start + batch_size
-        out += channel_logprob_tensor(model, tokenizer, prefixes[start:end], targets[start:end]).tolist()
+    same after every prefix; batches of `batch_size` rows, left-padded.
+
+    Rows are batched in order of length and the scores put back in the caller's order: a gate
+    scores every offered tool's prefix (12 to 150 tokens) against one request, so batches in
+    request order were mostly padding. With logits kept only at target positions
+    (`channel_logprob_tensor`), 1.61x the plain form's speed on a gate's pairs (smollm2-135m, 2
+    CPU threads, median of 3 interleaved rounds, scores within 4e-6: bench/channel_scoring.py).
+    """
+    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(targets[i]))
+    out = [0.0] * len(prefixes)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        found = channel_logprob_tensor(
+            model, tokenizer, [prefixes[i] for i in chunk], [targets[i] for i in chunk]
+        ).tolist()
+        for i, score in zip(chunk, found, strict=True):
+            out[i] = score
     return out
 
 
@@ -261,13 +273,16 @@ def channel_logprob_tensor(
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    # Logits only where a target token is predicted (the last `keep` positions): the LM head over
+    # a 49k vocabulary is ~a fifth of a 135M model's compute per token, and most tokens are prefix.
+    keep = min(max(widths) + 1, width)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
     scores = []
     for i, k in enumerate(widths):
         if k == 0:
             scores.append(logits.new_zeros((), dtype=torch.float32))
             continue
-        logp = logits[i, width - k - 1 : width - 1].float().log_softmax(-1)
+        logp = logits[i, keep - k - 1 : keep - 1].float().log_softmax(-1)
         scores.append(logp.gather(-1, ids[i, width - k :].unsqueeze(-1)).mean())
     return torch.stack(scores)
 

@@ -105,9 +105,9 @@ class AlignDPOSettings(Strict):
     beta: float = Field(0.1, gt=0.0, description="DPO temperature: higher stays closer to the SFT model.")
     gate: bool = Field(
         True,
-        description="Keep DPO only if it scores at least SFT's gate metrics on the task's validation sets "
+        description="Keep DPO only if it scores above SFT's gate metrics on the task's validation sets "
         "(tool_use: AST accuracy + must-call on tool families that training and evaluation never see); "
-        "otherwise the SFT adapter is the final one. Tasks without validation sets skip it.",
+        "otherwise (a tie included) the SFT adapter is the final one. Tasks without validation sets skip it.",
     )
     gate_items: int = Field(48, ge=1, description="Requests per validation set the gate scores.")
     loss_type: DPOLoss = Field(

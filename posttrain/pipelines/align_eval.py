@@ -2,10 +2,16 @@
 
 The gate (issue 13: "training stops on a held-out gate") scores the SFT and the DPO adapter on
 the task's validation sets — for tool_use, requests of tool families that neither training nor
-the final figures ever see — and keeps DPO only when it is at least as good on the task's gate
-metrics (AST accuracy plus must-call). Otherwise adapter/ becomes a copy of the SFT adapter and
-the DPO weights stay beside it in adapter_dpo_gated_out/, so a DPO that hurts never ships, and
-gate.json says by how much it lost.
+the final figures ever see — and keeps DPO only when it scores higher on the task's gate metrics
+(AST accuracy plus must-call). Otherwise adapter/ becomes a copy of the SFT adapter and the DPO
+weights stay beside it in adapter_dpo_gated_out/, so a DPO that hurts never ships, and gate.json
+says by how much it lost.
+
+A tie keeps SFT, as early stopping keeps the earliest best checkpoint (transformers' Trainer moves
+its best checkpoint only on a strict improvement): a DPO that changes nothing the gate can see has
+shown no gain, and it may still have moved what the gate does not read. In the tool_use bench the
+gate tied exactly twice (40 requests), and the DPO it shipped then lost three held-out calls to
+runaway argument values that SFT closed (format validity 0.995 -> 0.98).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def gate_dpo(resident: ResidentModel, task: AlignTask, cfg: AlignConfig, run: Ru
             if metric in figs
         }
     totals = {name: round(sum(values.values()), 4) for name, values in scores.items()}
-    kept = "dpo" if totals["dpo"] >= totals["sft"] else "sft"
+    kept = "dpo" if totals["dpo"] > totals["sft"] else "sft"
     if kept == "sft":
         _swap_in_sft(run)
     result = {

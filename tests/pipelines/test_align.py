@@ -144,9 +144,11 @@ def _common_artefacts(run: Path, task: str) -> tuple[list, list]:
         assert p["prompt"][-1]["role"] == "user" and p["chosen"][0]["role"] == "assistant"
         assert p["chosen"] != p["rejected"]
 
-    # Both adapters saved; DPO moved away from the SFT weights it started from.
+    # Both adapters saved; DPO moved away from the SFT weights it started from (beside adapter/ when
+    # the DPO gate kept SFT).
     sft = load_file(run / "sft_adapter" / "adapter_model.safetensors")
-    dpo = load_file(run / "adapter" / "adapter_model.safetensors")
+    trained = run / (GATED_OUT if (run / GATED_OUT).exists() else "adapter")
+    dpo = load_file(trained / "adapter_model.safetensors")
     assert sft.keys() == dpo.keys()
     assert any(not (sft[k] == dpo[k]).all() for k in sft)
     assert json.loads((run / "adapter" / "posttrain.json").read_text())["task"] == task
@@ -189,9 +191,10 @@ def test_align_tool_use_end_to_end(tiny_spec, tmp_path):
     items = PRESET["evaluation"]["items"]
     assert results["splits"]["unseen_families"]["dpo"]["format_validity"]["n"] == items
     assert summary["accuracy"] == results["splits"]["unseen_families"]["dpo"]["ast_accuracy"]["value"]
-    # The gate scored both adapters on the validation families; random weights tie, and a tie keeps DPO.
+    # The gate scored both adapters on the validation families; random weights tie, and a tie keeps SFT.
     gate = json.loads((run / "gate.json").read_text())
-    assert gate["applied"] and gate["kept"] == "dpo" and gate["dpo_minus_sft"] == 0.0
+    assert gate["applied"] and gate["kept"] == "sft" and gate["dpo_minus_sft"] == 0.0
+    assert json.loads((run / "eval" / "dpo.json").read_text())["same_as"] == "sft"
     metrics = ("ast_accuracy", "must_call_rate")
     assert set(gate["scores"]["sft"]) == {f"validation_families/{m}" for m in metrics}
     assert summary["gate"] == gate
