@@ -645,7 +645,7 @@ def _align_reading(r: dict) -> str:
         if h["dpo"] == h["sft"]:
             text += (
                 " — the dpo row equals SFT's because the DPO gate (validation families) kept the SFT "
-                "adapter: DPO scored lower there"
+                "adapter: DPO did not score above it there (a tie keeps SFT)"
             )
         notes.append(text + ".")
     if "meetings" in r:
