@@ -4,8 +4,9 @@ logits at every position), on the same pairs in one run.
 
 The pairs are what an align run's relevance gate scores: every offered tool's prefix and the null
 tool's against one request, for function-pool requests of the validation families (seed 3000,
-30% that no tool fits). Channel scoring is about a third of the tool_use bench's 66 minutes
-(calibration, gate, argument reranking, the scorer's own training), so its speed is the bench's.
+30% that no tool fits). Channel scoring runs through much of the tool_use bench (the gate's
+400-request calibration, every gate and argument rerank, the relevance scorer's own training),
+so its speed is much of the bench's.
 The two contenders run interleaved, `--rounds` times each (A B A B ...); the JSON keeps each
 one's median and min/max seconds, `speedup` is the ratio of the medians, and `max_abs_diff` how
 far apart the two forms' scores are (the same sums over differently shaped batches).
