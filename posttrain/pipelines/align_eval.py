@@ -10,8 +10,8 @@ says by how much it lost.
 A tie keeps SFT, as early stopping keeps the earliest best checkpoint (transformers' Trainer moves
 its best checkpoint only on a strict improvement): a DPO that changes nothing the gate can see has
 shown no gain, and it may still have moved what the gate does not read. In the tool_use bench the
-gate tied exactly twice (40 requests), and the DPO it shipped then lost three held-out calls to
-runaway argument values that SFT closed (format validity 0.995 -> 0.98).
+gate tied exactly in three runs in a row (40 requests); the DPO a tie shipped lost three held-out
+calls to runaway argument values that SFT closed (format validity 0.995 -> 0.98).
 """
 
 from __future__ import annotations
