@@ -68,7 +68,9 @@ out: dict = {"run": str(RUN), "rows": {k: {s: len(v) for s, v in d.items()} for 
 for name, draw in best.items():
     wins = sum((a > b) + 0.5 * (a == b) for a in draw["call"] for b in draw["no_call"])
     out.setdefault("auc", {})[name] = round(wins / (len(draw["call"]) * len(draw["no_call"])), 4)
-for keep in (0.85, 0.90, 0.91, 0.92, 0.93, 0.94):
+KEEPS = (0.90, 0.91, 0.92, 0.93, 0.94)  # the shares keep_choice picks from (set on both groups)
+FRESH = ("heldback_3100", "validation_3100")
+for keep in (0.85, *KEEPS):
     for source, names in SOURCES.items() if keep in (0.85, 0.90) else [("both", SOURCES["both"])]:
         calls = [x for n in names for x in best[n]["call"]]
         none = [x for n in names for x in best[n]["no_call"]]
@@ -76,12 +78,11 @@ for keep in (0.85, 0.90, 0.91, 0.92, 0.93, 0.94):
         out.setdefault(f"keep_{keep:.2f}", {})[source] = {"threshold": threshold} | {
             name: read(threshold, draw) for name, draw in best.items()
         }
-fresh = ("heldback_3100", "validation_3100")
-for keep in (0.90, 0.91, 0.92, 0.93, 0.94):
-    both = out[f"keep_{keep:.2f}"]["both"]
-    margins = [m for name in fresh for m in (both[name]["kept"] - 0.90, both[name]["declined"] - 0.80)]
-    both["worst_margin"] = round(min(margins), 4)
-best_keep = max((0.90, 0.91, 0.92, 0.93, 0.94), key=lambda k: out[f"keep_{k:.2f}"]["both"]["worst_margin"])
+    if keep in KEEPS:
+        both = out[f"keep_{keep:.2f}"]["both"]
+        margins = [m for n in FRESH for m in (both[n]["kept"] - 0.90, both[n]["declined"] - 0.80)]
+        both["worst_margin"] = round(min(margins), 4)
+best_keep = max(KEEPS, key=lambda k: out[f"keep_{k:.2f}"]["both"]["worst_margin"])
 out["keep_choice"] = {"keep": best_keep} | out[f"keep_{best_keep:.2f}"]["both"]
 Path("bench/results/tool_gate_calibration.json").write_text(json.dumps(out, indent=1) + "\n")
 print(json.dumps({k: v for k, v in out.items() if k.startswith("keep_")}, indent=1))

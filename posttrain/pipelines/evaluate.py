@@ -143,7 +143,7 @@ def run_eval(
     data = align.eval_sets(seed, n, compact)
     if split != "all":
         data = {split: data[split]}
-    keep_base = relevance_gate_scorer == "base" or (rerank_arguments and rerank_scorer == "base")
+    keep_base = _reads_base(relevance_gate_scorer, rerank_arguments, rerank_scorer)
     llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     generate = generator(llm, tok, max_new_tokens, batch_size)
     figures, records = align.evaluate(generate, data, max_steps, compact)
@@ -220,7 +220,7 @@ def run_eval_data(
     beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
     spec = model or meta.get("base_model") or DEFAULT_MODEL
-    keep_base = relevance_gate_scorer == "base" or (rerank_arguments and rerank_scorer == "base")
+    keep_base = _reads_base(relevance_gate_scorer, rerank_arguments, rerank_scorer)
     llm, tok = load_for_inference(spec, adapter, keep_base=keep_base, beside=beside)
     fmt = chat_tool_format(tok, spec) if as_chat else None
     generate = generator(llm, tok, max_new_tokens, batch_size)
@@ -254,6 +254,12 @@ def run_eval_data(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({**out, "records": records}, indent=2, default=str))
     return out
+
+
+def _reads_base(gate_scorer: str, rerank_arguments: bool, rerank_scorer: str) -> bool:
+    """Whether the base model's channel is read (a base-scored gate, or a rerank that runs with
+    the base scorer): only then does the model stay unmerged, which slows its generation."""
+    return gate_scorer == "base" or (rerank_arguments and rerank_scorer == "base")
 
 
 def _scorer_beside(
