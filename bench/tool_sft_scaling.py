@@ -3,7 +3,9 @@
 policy's calls on requests that need one (irrelevance=0, no gate: the bench gate is base-scored
 and does not depend on the adapter), constrained greedy, before and after argument reranking.
 Validation families (seed 2100) and held-out families (seed 5100, checking only: no choice is
-made from it). argv: N out_dir (its result.json is bench/results/tool_sft_scaling_<N>.json)."""
+made from it). argv: N out_dir [EVAL [LR [EPOCHS [SPLITS]]]] (its result.json is
+bench/results/tool_sft_scaling_<N>.json; with LR or EPOCHS other than 1e-3 and 1 it is the
+optimisation variant of that row count, and SPLITS=validation evaluates validation families only)."""
 
 import json
 import sys
@@ -26,11 +28,14 @@ from posttrain.train.sft import sft_train
 torch.set_num_threads(2)
 n, out = int(sys.argv[1]), Path(sys.argv[2])
 EVAL = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+LR = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
+EPOCHS = float(sys.argv[5]) if len(sys.argv) > 5 else 1
+SPLITS = sys.argv[6].split(",") if len(sys.argv) > 6 else ["validation", "heldout"]
 resident = ResidentModel("smollm2-135m")
 tok = resident.tokenizer
 model = resident.fresh_adapter(16, 32, 0.05, 42, None)
 ad = out / "adapter"
-res = {"rows": n}
+res = {"rows": n, "learning_rate": LR, "epochs": EPOCHS}
 if (ad / "adapter_model.safetensors").exists():
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -40,9 +45,9 @@ else:
     t0 = time.time()
     rows = [tokenize_conversation(tok, pool_conversation(r), 1024) for r in pool_rows(n, 42, "train")]
     hp = SFTArgs(
-        learning_rate=1e-3,
+        learning_rate=LR,
         batch_size=2,
-        epochs=1,
+        epochs=EPOCHS,
         warmup_ratio=0.05,
         max_length=1024,
         save_steps=10**6,
@@ -51,11 +56,13 @@ else:
     with tempfile.TemporaryDirectory() as tmp:
         r = sft_train(model, tok, rows, None, Path(tmp), hp, checkpoints=False, eval_before=False)
     model.save_pretrained(ad)
-    res |= {"train_s": round(time.time() - t0), "steps": r.steps}
+    res |= {"train_s": round(time.time() - t0), "steps": r.steps, "losses": r.losses}
     print("train", res, flush=True)
 model.eval()
 generate = generator(model, tok, 80, 16)
 for split, seed in (("validation", 2100), ("heldout", 5100)):
+    if split not in SPLITS:
+        continue
     ev = pool_rows(EVAL, seed, split, irrelevance=0.0)
     t0 = time.time()
     with merged(model):

@@ -12,6 +12,10 @@ from posttrain.toolcall.rerank import (
     UNGROUNDED_PENALTY,
     argument_edits,
     call_prefix,
+    misformatted,
+    name_replacements,
+    optional_additions,
+    request_names,
     request_numbers,
     request_span,
     rerank_replies,
@@ -183,3 +187,103 @@ def test_one_candidate_drops_every_optional_argument_the_request_does_not_name()
     edits = argument_edits(tool, call, request)
     assert {"city": "Leeds", "max_price": 415} in edits  # both invented optionals gone at once
     assert ungrounded(tool, {"city": "Leeds", "max_price": 415}, request) == 0
+
+
+def test_request_names_are_the_dates_times_addresses_and_capitalised_runs():
+    request = (
+        "Lisbon trip: a hotel in Cape Town on 2026-03-04 at 10:30. Is The Linden House ok? Mail ana@x.com."
+    )
+    assert request_names(request) == [
+        "Cape Town",  # not "Lisbon": a lone word opening a sentence is mostly a verb
+        "2026-03-04",
+        "10:30",
+        "The Linden House",  # without the "Is" that opens the sentence
+        "ana@x.com",
+    ]
+    assert request_names("HX-10394 cancelled, how much do I get back?") == ["HX-10394"]  # an id opens
+    assert request_names("What is the weather? Find it.") == []
+
+
+def test_a_free_string_can_take_another_name_of_the_request_that_no_other_argument_holds():
+    tool = Tool(
+        "checkout",
+        "Late checkout.",
+        {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "Booking code."},
+                "time": {"type": "string", "description": "New time, HH:MM."},
+                "plan": {"type": "string", "enum": ["Basic", "Gold"]},
+            },
+            "required": ["code", "time"],
+        },
+    )
+    request = "Late checkout at 13:00 for HX-10394 in Leeds, Gold plan."
+    call = {"code": "13:00", "time": "Leeds", "plan": "Basic"}
+    replaced = name_replacements(tool, call, request)
+    assert call | {"code": "HX-10394"} in replaced
+    assert call | {"time": "HX-10394"} in replaced and call | {"time": "13:00"} not in replaced  # held
+    assert all(r["plan"] == "Basic" for r in replaced)  # an enum is not a free string
+    assert all(r in argument_edits(tool, call, request) for r in replaced)
+
+
+def test_a_misshapen_string_and_an_unnamed_optional_choice_are_counted_as_ungrounded():
+    tool = Tool(
+        "reviews",
+        "Hotel reviews.",
+        {
+            "type": "object",
+            "properties": {
+                "hotel": {"type": "string"},
+                "on": {"type": "string", "description": "Stay date, YYYY-MM-DD."},
+                "contact": {"type": "string", "format": "email"},
+                "aspect": {"type": "string", "enum": ["noise", "value"]},
+                "sort": {"type": "string", "enum": ["new", "old"]},
+            },
+            "required": ["hotel", "sort"],
+        },
+    )
+    request = "Reviews of Casa Albero on 2026-04-01 for ana@x.com, sorted by newest"
+    good = {"hotel": "Casa Albero", "on": "2026-04-01", "contact": "ana@x.com", "sort": "new"}
+    assert ungrounded(tool, good, request) == 0  # a required enum need not be spelt out
+    assert ungrounded(tool, good | {"on": "Casa Albero", "hotel": "2026-04-01"}, request) == 1
+    assert ungrounded(tool, good | {"contact": "Casa Albero", "hotel": "ana@x.com"}, request) == 1
+    assert ungrounded(tool, good | {"aspect": "noise"}, request) == 1  # optional, never mentioned
+    assert ungrounded(tool, good | {"aspect": "value"}, request + " and value") == 0
+    assert misformatted({"description": "Start, HH:MM."}, "9:30") is False
+    assert misformatted({"description": "Anything."}, "9:30") is False
+
+
+def test_an_optional_argument_the_request_names_is_added_once_per_value():
+    tool = Tool(
+        "find_rooms",
+        "Find hotel rooms.",
+        {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "max_price": {"type": "integer"},
+                "view": {"type": "string", "enum": ["sea", "garden"]},
+                "breakfast": {"type": "boolean"},
+                "near": {"type": "string"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["city"],
+        },
+    )
+    request = "Find rooms in Leeds with a garden view under 415 a night near Kirkstall Abbey, breakfast in."
+    call = {"city": "Leeds"}
+    added = optional_additions(tool, call, request)
+    assert added == [
+        call | {"max_price": 415},
+        call | {"view": "garden"},  # only the enum value the request spells out
+        call | {"breakfast": True},
+        call | {"near": "Kirkstall Abbey"},  # not "Leeds": another argument holds it
+    ]
+    edits = argument_edits(tool, call, request)
+    assert all(a in edits for a in added)
+    assert optional_additions(tool, call | {"max_price": 415, "view": "sea"}, request)[0] == call | {
+        "max_price": 415,
+        "view": "sea",
+        "breakfast": True,
+    }  # arguments the call has are not added again

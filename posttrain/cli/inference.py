@@ -216,8 +216,9 @@ def eval_(
         typer.Option(
             "--rerank-arguments",
             help="tool_use: re-read each call's arguments with the model: of the call and its single "
-            "schema-valid edits (an optional argument dropped, another enum value, another number of "
-            "the request, two arguments swapped), keep the one the request is likeliest under.",
+            "schema-valid edits (an optional argument dropped or added, another enum value, another "
+            "number or name of the request, two arguments swapped), keep the one the request is "
+            "likeliest under.",
         ),
     ] = False,
     rerank_scorer: RerankScorerOpt = "model",

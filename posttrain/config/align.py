@@ -184,10 +184,11 @@ class AlignEvalSettings(Strict):
     rerank_arguments: bool = Field(
         False,
         description="tool_use: each function-pool call's arguments re-read by the model: of the call and "
-        "its single schema-valid edits (an optional argument dropped, another enum value, another "
-        "number of the request, two arguments swapped, a misspelt string snapped to the request's "
-        "words), the one under which the request is likeliest, less a penalty for each value the "
-        "request does not name (posttrain.toolcall.rerank). Thought→Action only.",
+        "its single schema-valid edits (an optional argument dropped or added with a value the "
+        "request names, another enum value, another number or name of the request, two arguments "
+        "swapped, a misspelt string snapped to the request's words), the one under which the request "
+        "is likeliest, less a penalty for each value the request does not name or whose shape its "
+        "parameter does not allow (posttrain.toolcall.rerank). Thought→Action only.",
     )
     rerank_scorer: Literal["model", "base", "trained"] = Field(
         "model",
