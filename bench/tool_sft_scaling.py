@@ -3,9 +3,11 @@
 policy's calls on requests that need one (irrelevance=0, no gate: the bench gate is base-scored
 and does not depend on the adapter), constrained greedy, before and after argument reranking.
 Validation families (seed 2100) and held-out families (seed 5100, checking only: no choice is
-made from it). argv: N out_dir [EVAL [LR [EPOCHS [SPLITS]]]] (its result.json is
-bench/results/tool_sft_scaling_<N>.json; with LR or EPOCHS other than 1e-3 and 1 it is the
-optimisation variant of that row count, and SPLITS=validation evaluates validation families only)."""
+made from it). argv: N out_dir [EVAL [LR [EPOCHS [SPLITS [VALIDATION_SEED]]]]] (its result.json
+is bench/results/tool_sft_scaling_<N>.json; with LR or EPOCHS other than 1e-3 and 1 it is the
+optimisation variant of that row count, SPLITS=validation evaluates validation families only, and
+VALIDATION_SEED draws other validation requests than seed 2100's). An out_dir that already holds
+adapter/ is evaluated without training."""
 
 import json
 import sys
@@ -31,6 +33,7 @@ EVAL = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 LR = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
 EPOCHS = float(sys.argv[5]) if len(sys.argv) > 5 else 1
 SPLITS = sys.argv[6].split(",") if len(sys.argv) > 6 else ["validation", "heldout"]
+VALIDATION_SEED = int(sys.argv[7]) if len(sys.argv) > 7 else 2100
 resident = ResidentModel("smollm2-135m")
 tok = resident.tokenizer
 model = resident.fresh_adapter(16, 32, 0.05, 42, None)
@@ -60,7 +63,7 @@ else:
     print("train", res, flush=True)
 model.eval()
 generate = generator(model, tok, 80, 16)
-for split, seed in (("validation", 2100), ("heldout", 5100)):
+for split, seed in (("validation", VALIDATION_SEED), ("heldout", 5100)):
     if split not in SPLITS:
         continue
     ev = pool_rows(EVAL, seed, split, irrelevance=0.0)
