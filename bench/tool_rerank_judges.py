@@ -31,7 +31,6 @@ beside (`<stem>_<split>_replies.json`).
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.user_eval import user_eval_figures
 from posttrain.toolcall import format_call, format_system_prompt, rerank
 from posttrain.toolcall.parse import parse_response
-from posttrain.toolcall.relevance import last_request, tool_line
+from posttrain.toolcall.relevance import last_request, memoized
 from posttrain.toolcall.schema import validate_args
 from posttrain.toolcall.spec import Tool
 
@@ -57,11 +56,9 @@ ARMS = ("channel", "described", "contained", "policy100", "policy50", "policy25"
 def described_prefix(tool: Tool, args: dict[str, Any]) -> str:
     """`rerank.call_prefix` with each argument's parameter description written beside it."""
     props = tool.parameters.get("properties", {})
-    written = ", ".join(
-        f"{k} ({props.get(k, {}).get('description', '')})={json.dumps(v, ensure_ascii=False)}"
-        for k, v in args.items()
+    return rerank.call_prefix(
+        tool, {f"{k} ({props.get(k, {}).get('description', '')})": v for k, v in args.items()}
     )
-    return f"{tool_line(tool)}\nCall: {tool.name}({written})\nA request for this call: "
 
 
 def contained(args: dict[str, Any]) -> int:
@@ -90,19 +87,6 @@ def contained_edits(tool: Tool, args: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(v, list) and len(v) > 1:
             out += [dict(args) | {k: v[:j] + v[j + 1 :]} for j in range(len(v))]
     return [e for e in out if not validate_args(tool.parameters, e)]
-
-
-def memo(score: Callable[[Sequence[str], Sequence[str]], list[float]]) -> Callable[..., list[float]]:
-    """`score` over each distinct (prefix, target) pair once: every arm shares the candidates."""
-    cache: dict[tuple[str, str], float] = {}
-
-    def scored(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
-        todo = sorted(set(zip(prefixes, targets, strict=True)) - cache.keys())
-        if todo:
-            cache.update(zip(todo, score([p for p, _ in todo], [t for _, t in todo]), strict=True))
-        return [cache[pair] for pair in zip(prefixes, targets, strict=True)]
-
-    return scored
 
 
 def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base, policy, tok) -> list[str]:
@@ -168,7 +152,8 @@ def main() -> None:
     set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors"))
     model.eval()
     generate = generator(model, resident.tokenizer, 80, 16)
-    base, policy = memo(generate.base_channel), memo(generate.channel)
+    # every arm scores the same candidates: each pair once
+    base, policy = memoized(generate.base_channel, {}), memoized(generate.channel, {})
     result: dict[str, Any] = {"adapter": str(adapter), "replies": stem, "scorer": "base"}
     for split in splits:
         rows = pool_rows(100, SPLITS[split], split, irrelevance=0.0)
