@@ -63,7 +63,9 @@ def test_a_killed_episodes_agent_messages_appear_once_after_resume(tiny_spec, tm
     stale = [m for m in killed if m.episode_index == done]
     assert 1 <= done < 3 and stale, "the kill must land inside an episode, after its agents spoke"
     stale_lines = [r for r in _jsonl(tmp_path / "runs" / ".k.partial") if r["episode"] == done]
-    assert len(stale_lines) == len(stale)
+    # AgentLog writes the file line before the store row, so a kill between the two leaves the
+    # file one message ahead (seen in CI: 3 lines, 2 rows); the resume below must forget both.
+    assert len(stale) <= len(stale_lines) <= len(stale) + 1
 
     again = run_cli(*ARGS, "--name", "k", "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
