@@ -1,6 +1,7 @@
 """SFT against DPO adapters of an align run on validation families (seed 2000, 200 requests, the draw
 that chose reranking), decoded as preset align_tool_use decodes (constrained, trained-scored gate at
-the run's threshold 0.0812, arguments reranked by the base channel): does DPO's format-validity drop
+the threshold the run calibrated, read from its eval/sft.json: 0.0812 for the run measured,
+arguments reranked by the base channel): does DPO's format-validity drop
 on the held-out families show on validation families too?
 
     python bench/tool_dpo_validation.py RUN_DIR   # RUN_DIR of posttrain align (trained gate)
@@ -21,10 +22,11 @@ from posttrain.tasks.tool_use.pool_rows import pool_rows
 
 torch.set_num_threads(2)
 RUN = Path(sys.argv[1])
+calibration = json.loads((RUN / "eval" / "sft.json").read_text())["records"]["relevance_calibration"]
 task = align_task(
     "tool_use",
     constrained=True,
-    relevance_gate=0.0812,
+    relevance_gate=calibration[0]["threshold"],
     rerank=True,
     gate_scorer="trained",
     rerank_scorer="base",

@@ -35,6 +35,7 @@ from posttrain.tasks.tool_use.pool_pairs import pool_item
 from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.user_eval import reranked_turns, user_eval_figures
 from posttrain.toolcall import rerank
+from posttrain.toolcall.relevance import memoized
 
 SPLITS = {"validation": 2100, "train": 4300, "heldout": 5100}
 ARMS = ("as_before", "additions", "additions_names", "additions_names_enums", "additions_names_enums_formats")
@@ -66,14 +67,7 @@ def main() -> None:
     set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors"))
     model.eval()
     generate = generator(model, resident.tokenizer, 80, 16)
-    cache: dict[tuple[str, str], float] = {}
-
-    def channel(prefixes: list[str], targets: list[str]) -> list[float]:
-        todo = sorted({(p, t) for p, t in zip(prefixes, targets, strict=True)} - cache.keys())
-        if todo:
-            scores = generate.base_channel([p for p, _ in todo], [t for _, t in todo])
-            cache.update(zip(todo, scores, strict=True))
-        return [cache[(p, t)] for p, t in zip(prefixes, targets, strict=True)]
+    channel = memoized(generate.base_channel, {})  # every arm scores a candidate once
 
     result: dict[str, Any] = {"adapter": str(adapter), "n": n, "scorer": "base"}
     for split in splits:

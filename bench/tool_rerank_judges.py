@@ -22,10 +22,13 @@ Same SFT adapter and cached greedy calls as bench/tool_rerank_additions.py (cons
 ungated, requests that need a call): validation families (seed 2100) and fresh training-family
 requests (seed 4300) choose; held-out families (seed 5100) are only read for a choice made.
 
-    python bench/tool_rerank_judges.py ADAPTER_DIR REPLIES_STEM OUT_JSON [SPLITS [ARMS]]
+    python bench/tool_rerank_judges.py ADAPTER_DIR REPLIES_STEM OUT_JSON [SPLITS [ARMS [N]]]
 
 REPLIES_STEM is the OUT_JSON stem bench/tool_rerank_additions.py wrote its greedy replies
-beside (`<stem>_<split>_replies.json`).
+beside (`<stem>_<split>_replies.json`); where that file is missing, the adapter's greedy calls
+on N requests (100 by default) are generated the same way and written there. A split may name
+a fresh draw as `split:seed` (`validation:2500`), so a choice is checked on requests it was not
+made on.
 """
 
 import json
@@ -38,8 +41,9 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from posttrain.inference import generator, render_prompts
+from posttrain.inference import generator, merged, render_prompts
 from posttrain.models import ResidentModel
+from posttrain.tasks.tool_use.pool_align import evaluate_pool
 from posttrain.tasks.tool_use.pool_pairs import pool_item
 from posttrain.tasks.tool_use.pool_rows import pool_rows
 from posttrain.tasks.tool_use.user_eval import user_eval_figures
@@ -120,6 +124,7 @@ def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base
             policy_pairs += [
                 (prompt + head, json.dumps(c, ensure_ascii=False, separators=(",", ":")) + "}\n```")
                 for c in candidates
+                if not values_only or c.keys() == candidates[0].keys()
             ]
     channel = iter(base(*zip(*pairs, strict=True)) if pairs else [])
     own = iter(policy(*zip(*policy_pairs, strict=True)) if policy_pairs else [])
@@ -129,9 +134,10 @@ def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base
             out.append(reply)
             continue
         tool, parsed, candidates, request, _ = call
-        liked = [next(own) for _ in candidates] if weight else [0.0] * len(candidates)
-        if values_only:  # an argument added or dropped is the channel's call alone
-            same = [c.keys() == candidates[0].keys() for c in candidates]
+        liked = [0.0] * len(candidates)
+        if weight:  # with values_only, an argument added or dropped is the channel's call alone
+            same = [not values_only or c.keys() == candidates[0].keys() for c in candidates]
+            liked = [next(own) if kept else 0.0 for kept in same]
             liked = [x if kept else liked[0] for x, kept in zip(liked, same, strict=True)]
         scores = []
         for c, x in zip(candidates, liked, strict=True):
@@ -147,6 +153,7 @@ def main() -> None:
     adapter, stem, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     splits = sys.argv[4].split(",") if len(sys.argv) > 4 else ["validation", "train"]
     arms = sys.argv[5].split(",") if len(sys.argv) > 5 else list(ARMS)
+    n = int(sys.argv[6]) if len(sys.argv) > 6 else 100
     resident = ResidentModel("smollm2-135m")
     model = resident.fresh_adapter(16, 32, 0.05, 42, None)
     set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors"))
@@ -155,11 +162,22 @@ def main() -> None:
     # every arm scores the same candidates: each pair once
     base, policy = memoized(generate.base_channel, {}), memoized(generate.channel, {})
     result: dict[str, Any] = {"adapter": str(adapter), "replies": stem, "scorer": "base"}
-    for split in splits:
-        rows = pool_rows(100, SPLITS[split], split, irrelevance=0.0)
+    for token in splits:
+        split, _, seed = token.partition(":")
+        seed = int(seed) if seed else SPLITS[split]
+        replies_file = Path(f"{stem}_{split}_replies.json")
+        greedy = json.loads(replies_file.read_text()) if replies_file.exists() else None
+        rows = pool_rows(len(greedy) if greedy else n, seed, split, irrelevance=0.0)  # type: ignore[arg-type]
         items = [pool_item(r, i) for i, r in enumerate(rows)]
-        greedy = json.loads(Path(f"{stem}_{split}_replies.json").read_text())
-        block: dict[str, Any] = {"seed": SPLITS[split]}
+        block: dict[str, Any] = {"seed": seed, "n": len(rows)}
+        if greedy is None:
+            t0 = time.time()
+            with merged(model):
+                _, records = evaluate_pool(generate, rows, constrained=True)
+            greedy = [r["reply"] for r in records]
+            replies_file.write_text(json.dumps(greedy, indent=1))
+            block["generate_s"] = round(time.time() - t0)
+        block["greedy"] = user_eval_figures(greedy, items)[0]["ast_accuracy"].as_dict()
         for arm in arms:
             t0 = time.time()
             replies = rerank_arm(arm, greedy, rows, items, base, policy, resident.tokenizer)

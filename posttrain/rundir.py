@@ -26,7 +26,6 @@ from typing import Any
 
 from posttrain.distributed import is_distributed, is_main_process, wait_for_everyone
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.models import read_json_object
 from posttrain.store import Store
 
 HEARTBEAT_S = 15.0
@@ -250,6 +249,8 @@ def adapter_meta(adapter: str | Path | None) -> dict[str, Any]:
     meta = Path(adapter) / ADAPTER_META if adapter is not None else None
     if meta is None or not meta.is_file():  # also "not saved yet": rlhf asks whether a stage is done
         return {}
+    from posttrain.models import read_json_object  # torch: `posttrain serve` binds its port first
+
     return read_json_object(meta)
 
 

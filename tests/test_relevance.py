@@ -3,6 +3,7 @@ answer-only grammar it falls back to, and the gated evaluation end to end."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -299,3 +300,55 @@ def test_every_model_of_a_run_shares_one_base_channels_scores(tiny_spec):
     scores = scoring_channel(reranked._sharing_scores(first), "base")(*pairs)
     assert scoring_channel(reranked._sharing_scores(second), "base")(*pairs) == scores
     assert reranked._sharing_scores(second).channel is second.channel  # the model's own: not shared
+
+
+def test_serve_reranks_arguments_through_the_scorer_it_is_given(tiny_spec, monkeypatch):
+    """`posttrain serve --rerank-arguments --rerank-scorer base` keeps the edit the base model's
+    channel prefers (the adapter off), as `posttrain align` and `eval` do with rerank_scorer base;
+    a trained rerank scorer without the gate's trained scorer is refused before anything loads."""
+    from posttrain.errors import ConfigError
+    from posttrain.inference import channel_logprobs
+    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve_schema import ChatRequest
+    from posttrain.pipelines.serve_service import ChatService
+    from posttrain.toolcall import format_call, rerank
+    from posttrain.toolcall.rerank import argument_edits, call_prefix
+
+    # a tiny random model's channel differs by hundredths: without the grounding penalty it decides
+    monkeypatch.setattr(rerank, "UNGROUNDED_PENALTY", 0.0)
+
+    model, tok = _lora(tiny_spec)
+    tool = Tool(
+        "convert",
+        "Convert an amount between units.",
+        {
+            "type": "object",
+            "properties": {
+                "amount": {"type": "number"},
+                "from_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+                "to_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+            },
+            "required": ["amount", "from_unit", "to_unit"],
+        },
+    )
+    ask = "How many km is 26 mi, or 42 m?"
+    args = {"amount": 42, "from_unit": "km", "to_unit": "mi"}
+    edits = argument_edits(tool, args, ask)
+
+    def best(channel_model) -> dict:
+        with torch.no_grad():
+            scores = channel_logprobs(
+                channel_model, tok, [call_prefix(tool, e) for e in edits], [ask] * len(edits)
+            )
+        return edits[max(range(len(edits)), key=scores.__getitem__)]
+
+    with model.disable_adapter():
+        by_base = best(model)
+    assert by_base != best(model), "the adapter must change the rerank's choice for this test"
+    request = {"model": "m", "messages": [{"role": "user", "content": ask}], "tools": [tool.schema()]}
+    service = ChatService(model, tok, "m", rerank_arguments=True, rerank_scorer="base")
+    plan = service.plan(ChatRequest.model_validate(request))
+    out = service.reranked(plan, format_call("Convert it.", "convert", args))
+    assert json.loads(out.split("```json\n")[1].split("\n```")[0]) == {"tool": "convert", "args": by_base}
+    with pytest.raises(ConfigError, match="rerank scorer trained"):
+        run_serve(None, None, port=0, rerank_arguments=True, rerank_scorer="trained")

@@ -140,6 +140,7 @@ def serve(
             "call and its single schema-valid edits, the one the last user turn is likeliest under).",
         ),
     ] = False,
+    rerank_scorer: RerankScorerOpt = "model",
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
     tool calls and streaming; one request at a time, --max-queue more waiting."""
@@ -159,6 +160,7 @@ def serve(
         relevance_gate_scorer,
         relevance_gate_keep,
         relevance_adapter,
+        rerank_scorer,
     )
 
 

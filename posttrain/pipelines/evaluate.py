@@ -22,7 +22,7 @@ from posttrain.models import DEFAULT_MODEL, load_for_inference
 from posttrain.report import eval_tables
 from posttrain.rundir import adapter_meta, adapter_tool_format, gate_scorer_adapter
 from posttrain.tasks import meetings as mt
-from posttrain.tasks.align import align_task, check_rerank_scorer
+from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
 from posttrain.tasks.tool_use.pool_align import gate_from, scoring_channel
@@ -35,6 +35,7 @@ from posttrain.tasks.tool_use.user_eval import (
     user_eval_figures,
 )
 from posttrain.toolcall.relevance import GateScorer
+from posttrain.toolcall.rerank import check_rerank_scorer
 
 SPLITS = {
     "tool_use": ("unseen_families", "seen_families", "indist", "heldout"),

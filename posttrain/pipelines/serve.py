@@ -63,6 +63,7 @@ from posttrain.pipelines.serve_stream import completion_chunks, sse_response
 from posttrain.pipelines.serve_tools import TOOL_PROMPTS, ToolPrompt
 from posttrain.rundir import adapter_tool_format, gate_scorer_adapter
 from posttrain.toolcall.relevance import GateScorer, RelevanceGate
+from posttrain.toolcall.rerank import check_rerank_scorer
 
 # ---------------------------------------------------------------- the app
 
@@ -101,6 +102,7 @@ def create_app(
     constrain_tools: bool = False,
     relevance_gate: RelevanceGate | None = None,
     rerank_arguments: bool = False,
+    rerank_scorer: GateScorer = "model",
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
@@ -112,7 +114,8 @@ def create_app(
     (`toolcall.tool_turn_grammar`: the model still chooses between a call and an answer, but a call
     names an offered tool with schema-valid arguments); `relevance_gate` narrows that grammar to the
     tool the last user turn is about, or to a plain answer under the threshold (`toolcall.relevance`);
-    `rerank_arguments` re-reads each returned call's arguments with the model (`toolcall.rerank`).
+    `rerank_arguments` re-reads each returned call's arguments (`toolcall.rerank`) through
+    `rerank_scorer`'s channel (the model's own, its base's, or the trained gate scorer's).
 
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
@@ -121,7 +124,14 @@ def create_app(
     app = FastAPI(title="posttrain serve", description="OpenAI-compatible chat completions.")
     _install_error_handlers(app)
     service = ChatService(
-        model, tokenizer, model_name, tool_prompt, constrain_tools, relevance_gate, rerank_arguments
+        model,
+        tokenizer,
+        model_name,
+        tool_prompt,
+        constrain_tools,
+        relevance_gate,
+        rerank_arguments,
+        rerank_scorer,
     )
     admission = Admission(max_queue)
     watchers: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
@@ -302,6 +312,7 @@ def run_serve(
     relevance_gate_scorer: GateScorer = "model",
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
+    rerank_scorer: GateScorer = "model",
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -314,8 +325,10 @@ def run_serve(
     `calibrated_gate`, keeping `relevance_gate_keep` of their calls). `relevance_gate_scorer`
     "base" scores relevance with the adapter off (kept unmerged for it: `load_for_inference`),
     "trained" with an align run's trained scorer (`relevance_adapter`, by default the
-    relevance_adapter/ beside `adapter`) loaded beside the model.
+    relevance_adapter/ beside `adapter`) loaded beside the model; `rerank_scorer` picks the
+    rerank's channel the same way (trained: the gate's scorer, so it needs that gate).
     """
+    check_rerank_scorer(rerank_arguments, rerank_scorer, relevance_gate_scorer, relevance_gate)
     scorer_dir = gate_scorer_adapter(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
@@ -341,14 +354,18 @@ def run_serve(
         console = Console()
         # As `posttrain chat` does: an adapter saved by posttrain remembers its base model.
         base = model or (adapter_base_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
-        base_scored = relevance_gate is not None and relevance_gate_scorer == "base"
+        base_scored = (relevance_gate is not None and relevance_gate_scorer == "base") or (
+            rerank_arguments and rerank_scorer == "base"
+        )
         beside = {RELEVANCE_ADAPTER: scorer_dir} if scorer_dir is not None else None
         llm, tok = load_for_inference(base, adapter, keep_base=base_scored, beside=beside)
         name = served_model_name or (str(adapter) if adapter is not None else base)
         gate = None
         if relevance_gate is not None:
             gate = _gate(relevance_gate, llm, tok, console, relevance_gate_scorer, relevance_gate_keep)
-        app = create_app(llm, tok, name, tool_prompt, max_queue, constrain_tools, gate, rerank_arguments)
+        app = create_app(
+            llm, tok, name, tool_prompt, max_queue, constrain_tools, gate, rerank_arguments, rerank_scorer
+        )
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base
         console.print(

@@ -41,7 +41,7 @@ from posttrain.pipelines.serve_tools import (
 )
 from posttrain.tasks.tool_use.chat_format import ChatToolFormat, chat_tool_format
 from posttrain.toolcall import ToolRegistry, tool_turn_grammar
-from posttrain.toolcall.relevance import RelevanceGate, last_request, relevance_scores
+from posttrain.toolcall.relevance import GateScorer, RelevanceGate, last_request, relevance_scores
 from posttrain.toolcall.rerank import rerank_replies
 
 DEFAULT_MAX_TOKENS = 4096  # only for models whose config names no context length
@@ -80,7 +80,8 @@ class ChatService:
     here, before any request. `relevance_gate` (with `constrain_tools`) narrows a tool_choice
     "auto" turn to the offered tool the last user turn is about, or to a plain answer
     (`toolcall.relevance`); `rerank_arguments` re-reads each call's arguments before it is
-    returned (`toolcall.rerank`; Thought→Action only).
+    returned (`toolcall.rerank`; Thought→Action only) through `rerank_scorer`'s channel: the
+    served model's, its base model's with the adapter off, or the trained gate scorer's.
     """
 
     def __init__(
@@ -92,9 +93,10 @@ class ChatService:
         constrain_tools: bool = False,
         relevance_gate: RelevanceGate | None = None,
         rerank_arguments: bool = False,
+        rerank_scorer: GateScorer = "model",
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.rerank = rerank_arguments
+        self.rerank, self.rerank_scorer = rerank_arguments, rerank_scorer
         self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
         self.gate = relevance_gate
         self.chat_format: ChatToolFormat | None = (
@@ -278,11 +280,11 @@ class ChatService:
 
     def reranked(self, plan: Plan, text: str) -> str:
         """`text` with its call's arguments re-read by the model (unchanged when not a call)."""
-        from posttrain.inference import channel_scorer  # torch: not before the server binds
+        from posttrain.inference import gate_channel  # torch: not before the server binds
 
         if plan.registry is None:
             return text
-        channel = channel_scorer(self.model, self.tokenizer)
+        channel = gate_channel(self.model, self.tokenizer, self.rerank_scorer)
         tools = [list(plan.registry.values())]
         (out,), _ = rerank_replies(channel, [text], [last_request(plan.messages)], tools)
         return out

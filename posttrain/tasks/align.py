@@ -11,6 +11,7 @@ from posttrain.tasks.meetings.align import MeetingsAlign
 from posttrain.tasks.tool_use.align import ToolUseAlign
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
 from posttrain.toolcall.relevance import GateScorer, RelevanceGate
+from posttrain.toolcall.rerank import check_rerank_scorer
 
 ALIGN_TASKS: dict[str, AlignTask] = {"tool_use": ToolUseAlign(), "meetings": MeetingsAlign()}
 
@@ -78,13 +79,3 @@ def align_task(
     if name != "tool_use" or model is None:
         raise ConfigError(f"data.tool_format={tool_format} applies to --task tool_use only; use react")
     return ToolUseAlign(chat_tool_format(load_tokenizer(model), model))
-
-
-def check_rerank_scorer(rerank: bool, scorer: str, gate_scorer: str, gate: object) -> None:
-    """An argument rerank by the trained relevance scorer reads the one the gate loads: without a
-    gate scored by it there is none (ConfigError, before any model loads)."""
-    if rerank and scorer == "trained" and (gate_scorer != "trained" or gate is None):
-        raise ConfigError(
-            "a rerank scorer trained (evaluation.rerank_scorer, --rerank-scorer) reads the relevance "
-            "gate's trained scorer: set the relevance gate and its scorer trained too"
-        )

@@ -47,6 +47,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from posttrain.errors import ConfigError
 from posttrain.toolcall.format import format_call
 from posttrain.toolcall.parse import parse_response
 from posttrain.toolcall.relevance import ChannelScore, tool_line
@@ -343,3 +344,13 @@ def rerank_replies(
         counts.append(len(candidates))
         out.append(reply if best == 0 else format_call(parsed.thought or "", tool.name, candidates[best]))
     return out, counts
+
+
+def check_rerank_scorer(rerank: bool, scorer: str, gate_scorer: str, gate: object) -> None:
+    """An argument rerank by the trained relevance scorer reads the one the gate loads: without a
+    gate scored by it there is none (ConfigError, before any model loads)."""
+    if rerank and scorer == "trained" and (gate_scorer != "trained" or gate is None):
+        raise ConfigError(
+            "a rerank scorer trained (evaluation.rerank_scorer, --rerank-scorer) reads the relevance "
+            "gate's trained scorer: set the relevance gate and its scorer trained too"
+        )

@@ -299,6 +299,14 @@ def test_a_taken_port_is_a_one_line_user_error(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_the_serve_module_loads_without_torch_so_the_port_is_bound_first() -> None:
+    """run_serve binds before it imports torch (~2 s on a 2-core CPU): a taken port fails fast
+    only while nothing `posttrain.pipelines.serve` imports at the top pulls torch in."""
+    code = "import sys, posttrain.pipelines.serve; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 def test_serve_command_serves_an_adapter_under_its_path(tiny_spec: str, tmp_path: Path) -> None:
     import torch
     from peft import get_peft_model
