@@ -10,6 +10,7 @@ shared: rows are then laid out [prefix][pad][own tokens], still ending at the ro
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -299,7 +300,8 @@ def generator(
     `batch_size`, greedy, or sampled with `sample=(temperature, top_p)`; `prefix_cache` as there.
     It also takes `grammars` (`toolcall.GrammarGenerate`), with the grammar tokenizer built once,
     and carries `channel` (`channel_logprobs` on the same model) for a relevance gate, and
-    `base_channel` (the same with its adapter off, `base_weights`) for a gate the base model scores."""
+    `base_channel` (the same with its adapter off, `base_weights`) for a gate the base model scores,
+    and `render` (`render_prompts` with its tokenizer) for scoring a reply after its prompt."""
     temperature, top_p = sample or (1.0, 1.0)
     lltok: list[Any] = []  # built on the first constrained call (~0.5 s), then reused
 
@@ -323,6 +325,7 @@ def generator(
         )
 
     generate.channel = channel_scorer(model, tokenizer, batch_size)  # type: ignore[attr-defined]
+    generate.render = functools.partial(render_prompts, tokenizer)  # type: ignore[attr-defined]
     generate.base_channel = channel_scorer(model, tokenizer, batch_size, base=True)  # type: ignore[attr-defined]
     if RELEVANCE_ADAPTER in getattr(model, "peft_config", {}):
         trained = channel_scorer(model, tokenizer, batch_size, adapter=RELEVANCE_ADAPTER)

@@ -287,3 +287,81 @@ def test_an_optional_argument_the_request_names_is_added_once_per_value():
         "view": "sea",
         "breakfast": True,
     }  # arguments the call has are not added again
+
+
+def test_the_policy_judges_values_and_swaps_and_the_channel_alone_what_is_added_or_dropped():
+    """With a policy, a candidate that keeps the call's arguments scores channel + weight x the
+    policy's likelihood, one that adds or drops an argument the call's own likelihood: so the
+    policy can turn a swap around but never adds an optional argument by itself."""
+    call = {"nights": 3, "arrival": "2026-05-04", "departure": "2026-05-01", "room": "double", "note": "x"}
+    reply = format_call("Book.", "book_rooms", call)
+    candidates = argument_edits(BOOK, call, REQUEST)
+    swapped = dict(call, arrival="2026-05-01", departure="2026-05-04")
+    assert swapped in candidates and any(c.keys() != call.keys() for c in candidates)
+    asked = []
+
+    def policy(calls):  # likes the swap, and would like every added or dropped argument more
+        asked.extend(calls)
+        return [[5.0 if c == swapped else 0.0 for c in cands] for _, _, _, cands in calls]
+
+    def flat(prefixes, targets):
+        return [0.0] * len(prefixes)
+
+    (out,), _ = rerank_replies(flat, [reply], [REQUEST], [[BOOK]], policy, 0.5)
+    assert parse_response(out, {"book_rooms": BOOK}).call.args == swapped
+    ((index, tool, thought, judged),) = asked
+    assert (index, tool.name, thought) == (0, "book_rooms", "Book.")
+    assert judged[0] == call and all(c.keys() == call.keys() for c in judged)
+    assert len(judged) < len(candidates)  # the added / dropped ones were not asked about
+    # at weight 0 the policy is read but weighs nothing: the rerank is the channel's alone
+    alone = rerank_replies(flat, [reply], [REQUEST], [[BOOK]])
+    assert rerank_replies(flat, [reply], [REQUEST], [[BOOK]], policy, 0.0) == alone
+    assert parse_response(alone[0][0], {"book_rooms": BOOK}).call.args != swapped
+
+
+def test_the_policy_scorer_reads_each_candidate_after_the_one_tool_prompt(tiny_spec):
+    """`policy_scorer` scores each candidate's arguments as the reply writes them, after the
+    conversation with only the called tool offered and the reply's Thought, by the model's own
+    channel; the pool evaluation with rerank_policy reranks through it and records the change."""
+    from posttrain.inference import channel_logprobs, generator
+    from posttrain.models import load_for_inference
+    from posttrain.tasks.tool_use.pool_align import evaluate_pool
+    from posttrain.tasks.tool_use.pool_pairs import pool_item
+    from posttrain.tasks.tool_use.pool_rows import pool_rows
+    from posttrain.tasks.tool_use.user_eval import gold_turn, policy_scorer
+    from posttrain.toolcall import format_system_prompt
+
+    model, tok = load_for_inference(tiny_spec)
+    generate = generator(model, tok, 8, 4)
+    conversation = [{"role": "user", "content": REQUEST}]
+    score = policy_scorer(generate.render, generate.channel, [conversation])
+    (found,) = score([(0, BOOK, " Book. ", [GROUNDED, CALL])])
+    system = {"role": "system", "content": format_system_prompt([BOOK], detail="full")}
+    prompt = (
+        generate.render([[system, *conversation]])[0]
+        + 'Thought: Book.\nAction: ```json\n{"tool":"book_rooms","args":'
+    )
+    targets = [json.dumps(a, separators=(",", ":")) + "}\n```" for a in (GROUNDED, CALL)]
+    assert found == pytest.approx(channel_logprobs(model, tok, [prompt, prompt], targets), abs=1e-6)
+
+    rows = pool_rows(6, 5, "validation", irrelevance=0.0)
+    gold = [gold_turn(pool_item(r, i)) for i, r in enumerate(rows)]
+
+    def replies(prompts, grammars=None):
+        return gold[: len(prompts)]
+
+    replies.__dict__.update(generate.__dict__)  # the real tiny model's channels and renderer
+    _, records = evaluate_pool(replies, rows, rerank=True, rerank_policy=0.5)
+    assert all(r["rerank_candidates"] >= 1 for r in records)
+    assert all(
+        (r["reply"] != text) == ("reply_before_rerank" in r) for r, text in zip(records, gold, strict=True)
+    )
+
+
+def test_a_policy_weight_without_the_rerank_is_refused(tmp_path):
+    from posttrain.errors import ConfigError
+    from posttrain.tasks.align import align_task
+
+    with pytest.raises(ConfigError, match="rerank_policy_weight weighs the argument rerank"):
+        align_task("tool_use", rerank_policy=0.5)
+    assert align_task("tool_use", rerank=True, rerank_policy=0.5).rerank_policy == 0.5

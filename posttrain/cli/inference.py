@@ -224,6 +224,16 @@ def eval_(
         ),
     ] = False,
     rerank_scorer: RerankScorerOpt = "model",
+    rerank_policy_weight: Annotated[
+        float,
+        typer.Option(
+            "--rerank-policy-weight",
+            min=0.0,
+            help="With --rerank-arguments: also weigh the model's own likelihood of each edit that keeps "
+            "the call's arguments (values, swaps) at this weight; 0 is off. posttrain align's "
+            "evaluation.rerank_policy_weight (0.5 in preset align_tool_use).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""
@@ -251,6 +261,7 @@ def eval_(
         relevance_gate_keep=relevance_gate_keep,
         relevance_adapter=relevance_adapter,
         rerank_scorer=rerank_scorer,
+        rerank_policy_weight=rerank_policy_weight,
     )
     console.print(result["table"])
     if output is not None:

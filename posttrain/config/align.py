@@ -197,6 +197,14 @@ class AlignEvalSettings(Strict):
         "(needs relevance_gate_scorer trained). base and trained score alike for every model, so "
         "their scores are shared: a call two models wrote alike is scored once.",
     )
+    rerank_policy_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="tool_use, with rerank_arguments: the evaluated model's own likelihood of each "
+        "candidate's arguments, added to the channel's score at this weight (0: off). It judges the "
+        "candidates that keep the call's arguments (values, swaps), so whether to add or drop one "
+        "stays the channel's; about twice the rerank's scoring time (posttrain.toolcall.rerank).",
+    )
     model_splits: dict[Literal["base", "sft", "dpo"], list[str]] = Field(
         default_factory=dict,
         description="The evaluation splits a model is scored on, for a model that need not be scored on "

@@ -86,6 +86,7 @@ def run_align(cfg: AlignConfig, resume: bool = False) -> dict[str, Any]:
         ev.relevance_gate_scorer,
         ev.relevance_gate_keep,
         ev.rerank_scorer,
+        ev.rerank_policy_weight,
     )
     _check_seeds(cfg, task)
     data = prepare_data(cfg, task)

@@ -28,6 +28,7 @@ from posttrain.tasks.tool_use.chat_format import chat_tool_format
 from posttrain.tasks.tool_use.pool_align import gate_from, scoring_channel
 from posttrain.tasks.tool_use.user_eval import (
     gated_tools,
+    policy_scorer,
     read_eval_items,
     reranked_turns,
     turn_grammars,
@@ -67,6 +68,7 @@ def run_eval(
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
     rerank_scorer: GateScorer = "model",
+    rerank_policy_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Figures per split in the bench format (`{metric, metric_ci, metric_n, ..., n}`) plus a
     markdown `table`; with `output`, also writes them and every per-example record as JSON.
@@ -87,7 +89,8 @@ def run_eval(
     relevance_adapter/ beside `adapter`), calibrated on the training families held back from it
     and the validation families.
     `rerank_arguments` re-reads each such call's arguments (`toolcall.rerank`) through
-    `rerank_scorer`'s channel: the model's own, the base's, or the trained gate scorer's.
+    `rerank_scorer`'s channel: the model's own, the base's, or the trained gate scorer's; with
+    `rerank_policy_weight` > 0, the model's own likelihood of the arguments at that weight too.
     """
     if relevance_gate is not None and not constrained:
         raise PosttrainError("--relevance-gate acts through the grammar: add --constrained")
@@ -111,6 +114,7 @@ def run_eval(
             relevance_gate_keep=relevance_gate_keep,
             relevance_adapter=relevance_adapter,
             rerank_scorer=rerank_scorer,
+            rerank_policy_weight=rerank_policy_weight,
         )
     if tools is not None:
         raise PosttrainError("--tools needs --data (the built-in splits bring their own tools)")
@@ -136,6 +140,7 @@ def run_eval(
             gate_scorer=relevance_gate_scorer,
             gate_keep=relevance_gate_keep,
             rerank_scorer=rerank_scorer,
+            rerank_policy=rerank_policy_weight,
         )
     else:
         align = align_task(
@@ -166,7 +171,12 @@ def run_eval(
         "seed": seed,
         "compact_prompt": compact,
         "decoding": _decoding(
-            constrained, relevance_gate, rerank_arguments, relevance_gate_scorer, rerank_scorer
+            constrained,
+            relevance_gate,
+            rerank_arguments,
+            relevance_gate_scorer,
+            rerank_scorer,
+            rerank_policy_weight,
         ),
         "splits": {s: flat(figs, n=len(data[s])) for s, figs in figures.items()},
         "references": flat(refs),
@@ -194,6 +204,7 @@ def run_eval_data(
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
     rerank_scorer: GateScorer = "model",
+    rerank_policy_weight: float = 0.0,
 ) -> dict[str, Any]:
     """One greedy turn per row of a user's tool-use file, scored: AST accuracy (the headline) and its
     companions, each with n and CI (`{metric, metric_ci, metric_n, ..., n}`) plus a markdown `table`;
@@ -217,6 +228,8 @@ def run_eval_data(
             "--rerank-arguments reads Thought→Action turns; this adapter writes its chat template's"
         )
     check_rerank_scorer(rerank_arguments, rerank_scorer, relevance_gate_scorer, relevance_gate)
+    if rerank_policy_weight and not rerank_arguments:
+        raise PosttrainError("--rerank-policy-weight weighs the argument rerank: add --rerank-arguments")
     grammars = turn_grammars(items, as_chat) if constrained else None  # a refusal costs no model load
     beside = _scorer_beside(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     meta = adapter_meta(adapter)
@@ -234,7 +247,11 @@ def run_eval_data(
     replies = generate(user_eval_conversations(items, fmt), grammars)
     notes = None
     if rerank_arguments:
-        replies, notes = reranked_turns(replies, items, scoring_channel(generate, rerank_scorer))
+        policy = None
+        if rerank_policy_weight > 0:
+            policy = policy_scorer(generate.render, generate.channel, [i.messages for i in items])
+        channel = scoring_channel(generate, rerank_scorer)
+        replies, notes = reranked_turns(replies, items, channel, policy, rerank_policy_weight)
     figures, records = user_eval_figures(replies, items, fmt, scores, notes)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}
@@ -245,7 +262,12 @@ def run_eval_data(
         "data": str(data),
         "tools": str(tools) if tools else None,
         "decoding": _decoding(
-            constrained, relevance_gate, rerank_arguments, relevance_gate_scorer, rerank_scorer
+            constrained,
+            relevance_gate,
+            rerank_arguments,
+            relevance_gate_scorer,
+            rerank_scorer,
+            rerank_policy_weight,
         ),
         "relevance_calibration": calibration,
         "figures": flat(figures, n=len(items)),
@@ -277,6 +299,7 @@ def _decoding(
     rerank: bool = False,
     scorer: str = "model",
     rerank_scorer: str = "model",
+    policy: float = 0.0,
 ) -> str:
     if relevance_gate is not None:
         mode = f"constrained, relevance gate {relevance_gate}" + (
@@ -286,4 +309,5 @@ def _decoding(
         mode = "constrained" if constrained else "free"
     if not rerank:
         return mode
-    return mode + ", arguments reranked" + (f" ({rerank_scorer}-scored)" if rerank_scorer != "model" else "")
+    mode += ", arguments reranked" + (f" ({rerank_scorer}-scored)" if rerank_scorer != "model" else "")
+    return mode + (f" + policy likelihood x{policy}" if policy else "")

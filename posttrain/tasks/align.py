@@ -27,6 +27,7 @@ def align_task(
     gate_scorer: GateScorer = "model",
     gate_keep: float = 0.9,
     rerank_scorer: GateScorer = "model",
+    rerank_policy: float = 0.0,
 ) -> AlignTask:
     """The task called `name`; ConfigError naming the known ones otherwise. `tool_format`
     "chat_template" gives tool_use bound to `model`'s chat-template tool format (its tokenizer is
@@ -36,7 +37,8 @@ def align_task(
     a `RelevanceGate` at `relevance_gate` when given, scored by `gate_scorer` (the evaluated model,
     its base, or a scorer the run trains) and, when "auto", calibrated to keep `gate_keep` of
     validation calls. `rerank` gives tool_use whose function-pool calls have their arguments
-    re-read (`toolcall.rerank`; Thought→Action only) through `rerank_scorer`'s channel."""
+    re-read (`toolcall.rerank`; Thought→Action only) through `rerank_scorer`'s channel, and with
+    `rerank_policy` > 0 the evaluated model's likelihood of them at that weight."""
     if name not in ALIGN_TASKS:
         raise ConfigError(f"unknown align task '{name}': pick one of {', '.join(ALIGN_TASKS)}")
     if constrained and (name != "tool_use" or tool_format != "react"):
@@ -58,6 +60,10 @@ def align_task(
             "evaluation.rerank_arguments applies to --task tool_use in the Thought→Action format only"
         )
     check_rerank_scorer(rerank, rerank_scorer, gate_scorer, relevance_gate)
+    if rerank_policy and not rerank:
+        raise ConfigError(
+            "evaluation.rerank_policy_weight weighs the argument rerank: set rerank_arguments too"
+        )
     if name == "meetings" and not force_answer:
         return MeetingsAlign(force_answer=False)
     if constrained or rerank:
@@ -73,6 +79,7 @@ def align_task(
             gate_scorer=gate_scorer,
             gate_keep=gate_keep,
             rerank_scorer=rerank_scorer,
+            rerank_policy=rerank_policy,
         )
     if tool_format == "react":
         return ALIGN_TASKS[name]

@@ -309,12 +309,16 @@ def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec,
     args = ["eval", "--task", "tool_use", "--data", "items.jsonl", "--tools", "tools.json"]
     refused = run_cli(*args, "--rerank-arguments", "--rerank-scorer", "trained", cwd=tmp_path)
     assert refused.returncode == 2 and "gate's trained scorer" in refused.stdout + refused.stderr
+    refused = run_cli(*args, "--rerank-policy-weight", "0.5", cwd=tmp_path)
+    assert refused.returncode == 2 and "add --rerank-arguments" in refused.stdout + refused.stderr
     assert not (tmp_path / "e.json").exists()
     out = run_cli(
         *args,
         "--rerank-arguments",
         "--rerank-scorer",
         "base",
+        "--rerank-policy-weight",
+        "0.5",
         "--model",
         "tiny-random",
         "--max-new-tokens",
@@ -325,5 +329,5 @@ def test_eval_cli_rerank_arguments_records_the_candidates_of_each_row(tiny_spec,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "e.json").read_text())
-    assert result["decoding"] == "free, arguments reranked (base-scored)"
+    assert result["decoding"] == "free, arguments reranked (base-scored) + policy likelihood x0.5"
     assert all(isinstance(r["rerank_candidates"], int) for r in result["records"])

@@ -181,6 +181,7 @@ class ToolUseAlign:
         gate_scorer: GateScorer = "model",
         gate_keep: float = 0.9,
         rerank_scorer: GateScorer = "model",
+        rerank_policy: float = 0.0,
     ) -> None:
         self.chat_format = chat_format  # None: pool rows in Thought→Action (seed 004's format)
         self.constrained = constrained  # pool turns decoded inside their tools' grammar
@@ -192,6 +193,7 @@ class ToolUseAlign:
         self.gate_keep = gate_keep
         self.rerank = rerank  # each pool call's arguments re-read (toolcall.rerank) ...
         self.rerank_scorer = rerank_scorer  # ... through this scorer's channel
+        self.rerank_policy = rerank_policy  # ... and the model's own likelihood at this weight
         # a base- or trained-scored gate's calibration, and the base or trained channel's scores,
         # are the same for every evaluated model: found once, the scores kept per scorer and
         # (prefix, request) pair (`_sharing_scores`)
@@ -351,6 +353,7 @@ class ToolUseAlign:
                     gate,  # type: ignore[arg-type]
                     self.rerank,
                     self.rerank_scorer,
+                    self.rerank_policy,
                 )
                 figs[split], records[split] = pooled
             else:

@@ -23,7 +23,13 @@ from posttrain.tasks.tool_use.pool_pairs import pool_defect, pool_item, pool_rew
 from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, pool_rows
 from posttrain.tasks.tool_use.relevance_data import held_back_rows
 from posttrain.tasks.tool_use.scoring import NO_CALL
-from posttrain.tasks.tool_use.user_eval import gated_tools, reranked_turns, turn_grammars, user_eval_figures
+from posttrain.tasks.tool_use.user_eval import (
+    gated_tools,
+    policy_scorer,
+    reranked_turns,
+    turn_grammars,
+    user_eval_figures,
+)
 from posttrain.toolcall import Generate, GrammarGenerate
 from posttrain.toolcall.relevance import (
     ChannelScore,
@@ -125,13 +131,15 @@ def evaluate_pool(
     gate: RelevanceGate | None = None,
     rerank: bool = False,
     rerank_scorer: GateScorer = "model",
+    rerank_policy: float = 0.0,
 ) -> tuple[dict[str, Figure], list[dict[str, Any]]]:
     """The user-data figures (AST accuracy first) of one model's replies to `rows`; `constrained`
     keeps each reply inside its row's `turn_grammars` (`generate` must then take grammars), and
     `gate` (which needs `constrained` and `generate.channel`, as `inference.generator`'s has)
     narrows each grammar to the tool the request is about, or to a final answer. `rerank` (which
     needs the Thought→Action format) re-reads each call's arguments (`toolcall.rerank`) through
-    `rerank_scorer`'s channel (`scoring_channel`)."""
+    `rerank_scorer`'s channel (`scoring_channel`), and with `rerank_policy` > 0 the evaluated
+    model's own likelihood of them at that weight (`user_eval.policy_scorer`)."""
     items = [pool_item(r, i) for i, r in enumerate(rows)]
     prompts = [pool_prompt(r, fmt) for r in rows]
     scores: list[list[float]] | None = None
@@ -151,7 +159,10 @@ def evaluate_pool(
     if rerank:
         if fmt is not None:
             raise ValueError("argument reranking reads Thought→Action turns, not a chat template's")
-        replies, notes = reranked_turns(replies, items, scoring_channel(generate, rerank_scorer))
+        own = [i.messages for i in items]
+        policy = policy_scorer(generate.render, generate.channel, own) if rerank_policy > 0 else None
+        channel = scoring_channel(generate, rerank_scorer)
+        replies, notes = reranked_turns(replies, items, channel, policy, rerank_policy)
     figs, records = user_eval_figures(replies, items, fmt, scores, notes)
     for row, record in zip(rows, records, strict=True):
         record |= {

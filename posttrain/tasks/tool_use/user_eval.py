@@ -29,7 +29,8 @@ well-formed final answer is any non-empty reply without one, and `thought_prefix
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from posttrain.toolcall import (
     tool_turn_grammar,
 )
 from posttrain.toolcall.relevance import ChannelScore, RelevanceGate, last_request, relevance_scores
-from posttrain.toolcall.rerank import rerank_replies
+from posttrain.toolcall.rerank import POLICY_WEIGHT, PolicyScore, rerank_replies
 
 USER_EVAL_METRICS = (
     "ast_accuracy",
@@ -255,17 +256,50 @@ def score_reply(text: str, item: EvalItem, fmt: ChatToolFormat | None = None) ->
 
 
 def reranked_turns(
-    replies: Sequence[str], items: Sequence[EvalItem], channel: ChannelScore
+    replies: Sequence[str],
+    items: Sequence[EvalItem],
+    channel: ChannelScore,
+    policy: PolicyScore | None = None,
+    policy_weight: float = POLICY_WEIGHT,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Each call's arguments re-read by the model (`toolcall.rerank`), and per row what that did
-    for the records: how many candidates were scored and, where it changed, the reply before."""
+    """Each call's arguments re-read by the model (`toolcall.rerank`; with `policy`, its own
+    likelihood too), and per row what that did for the records: how many candidates were scored
+    and, where it changed, the reply before."""
     requests = [last_request(i.messages) for i in items]
-    new, counts = rerank_replies(channel, replies, requests, [i.tools for i in items])
+    tools = [i.tools for i in items]
+    new, counts = rerank_replies(channel, replies, requests, tools, policy, policy_weight)
     notes = [
         {"rerank_candidates": n} | ({"reply_before_rerank": old} if old != text else {})
         for old, text, n in zip(replies, new, counts, strict=True)
     ]
     return new, notes
+
+
+def policy_scorer(
+    render: Callable[[list[list[dict[str, str]]]], list[str]],
+    channel: ChannelScore,
+    conversations: Sequence[list[dict[str, str]]],
+) -> PolicyScore:
+    """The policy's side of the argument rerank (`toolcall.rerank.PolicyScore`): each candidate's
+    arguments as its reply writes them, after its conversation (chat-templated by `render`, e.g.
+    an `inference.generator`'s) with only the called tool offered in full and the reply's Thought,
+    scored by `channel`, the evaluated model's own. One tool in the prompt is how
+    bench/tool_rerank_judges.py measured it."""
+
+    def score(calls: Sequence[tuple[int, Tool, str, Sequence[Any]]]) -> list[list[float]]:
+        prefixes: list[str] = []
+        targets: list[str] = []
+        for i, tool, thought, candidates in calls:
+            system = {"role": "system", "content": format_system_prompt([tool], detail="full")}
+            (prompt,) = render([[system, *conversations[i]]])
+            head = f'Thought: {thought.strip()}\nAction: ```json\n{{"tool":{json.dumps(tool.name)},"args":'
+            for args in candidates:
+                prefixes.append(prompt + head)
+                targets.append(json.dumps(args, ensure_ascii=False, separators=(",", ":")) + "}\n```")
+        found = iter(channel(prefixes, targets) if prefixes else [])
+        return [[next(found) for _ in candidates] for _, _, _, candidates in calls]
+
+    return score
 
 
 def user_eval_figures(
