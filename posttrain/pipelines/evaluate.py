@@ -25,12 +25,10 @@ from posttrain.tasks import meetings as mt
 from posttrain.tasks.align import align_task
 from posttrain.tasks.metrics import Figure, flat
 from posttrain.tasks.tool_use.chat_format import chat_tool_format
-from posttrain.tasks.tool_use.pool_align import gate_from, scoring_channel
+from posttrain.tasks.tool_use.pool_align import gate_from, reranked_by, scoring_channel
 from posttrain.tasks.tool_use.user_eval import (
     gated_tools,
-    policy_scorer,
     read_eval_items,
-    reranked_turns,
     turn_grammars,
     user_eval_conversations,
     user_eval_figures,
@@ -247,11 +245,7 @@ def run_eval_data(
     replies = generate(user_eval_conversations(items, fmt), grammars)
     notes = None
     if rerank_arguments:
-        policy = None
-        if rerank_policy_weight > 0:
-            policy = policy_scorer(generate.render, generate.channel, [i.messages for i in items])
-        channel = scoring_channel(generate, rerank_scorer)
-        replies, notes = reranked_turns(replies, items, channel, policy, rerank_policy_weight)
+        replies, notes = reranked_by(generate, replies, items, rerank_scorer, rerank_policy_weight)
     figures, records = user_eval_figures(replies, items, fmt, scores, notes)
     name = "adapter" if adapter else "base"
     results = {"splits": {"data": {name: {k: f.as_dict() for k, f in figures.items()}}}}

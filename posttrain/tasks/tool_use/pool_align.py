@@ -24,6 +24,7 @@ from posttrain.tasks.tool_use.pool_rows import pool_conversation, pool_prompt, p
 from posttrain.tasks.tool_use.relevance_data import held_back_rows
 from posttrain.tasks.tool_use.scoring import NO_CALL
 from posttrain.tasks.tool_use.user_eval import (
+    EvalItem,
     gated_tools,
     policy_scorer,
     reranked_turns,
@@ -159,10 +160,7 @@ def evaluate_pool(
     if rerank:
         if fmt is not None:
             raise ValueError("argument reranking reads Thought→Action turns, not a chat template's")
-        own = [i.messages for i in items]
-        policy = policy_scorer(generate.render, generate.channel, own) if rerank_policy > 0 else None
-        channel = scoring_channel(generate, rerank_scorer)
-        replies, notes = reranked_turns(replies, items, channel, policy, rerank_policy)
+        replies, notes = reranked_by(generate, replies, items, rerank_scorer, rerank_policy)
     figs, records = user_eval_figures(replies, items, fmt, scores, notes)
     for row, record in zip(rows, records, strict=True):
         record |= {
@@ -188,6 +186,17 @@ def scoring_channel(generate: Any, scorer: str) -> ChannelScore:
             "model (the relevance_adapter/ of a posttrain align run)"
         )
     return getattr(generate, SCORER_CHANNELS[scorer])
+
+
+def reranked_by(
+    generate: Any, replies: Sequence[str], items: Sequence[EvalItem], scorer: str, policy_weight: float
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """`reranked_turns` through `scorer`'s channel of an `inference.generator` and, with
+    `policy_weight` > 0, the generator's own likelihood of the arguments (`policy_scorer`)."""
+    policy = None
+    if policy_weight > 0:
+        policy = policy_scorer(generate.render, generate.channel, [i.messages for i in items])
+    return reranked_turns(replies, items, scoring_channel(generate, scorer), policy, policy_weight)
 
 
 def gate_from(
