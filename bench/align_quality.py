@@ -26,8 +26,10 @@ tuned on it.
     python bench/align_quality.py --budget full                 # the presets as they are
     python bench/align_quality.py --model tiny-random --budget smoke --out /tmp/aq.json   # seconds
 
-Budget small took 66 minutes for tool_use and 37 for meetings on a 2-core CPU with smollm2-135m
-(the last runs, bench/results/align_quality.json; see BUDGETS).
+Budget small took 140 minutes of stages for tool_use on a slow day of a 2-core CPU with
+smollm2-135m (its evaluation more than doubled with the policy's likelihood in the rerank), and 37
+for meetings (the last runs, bench/results/align_quality.json; see BUDGETS). A run killed part
+way goes on with `--resume RUN --tasks TASK`: every stage it finished is kept.
 """
 
 from __future__ import annotations
@@ -77,13 +79,16 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
 SMOKE_PRESET = "align_test"
 
 
-def run_task(task: str, model: str, budget: str, output_root: Path, extra: list[str]) -> dict[str, Any]:
-    """One `run_align` for `task`; returns its summary."""
+def run_task(
+    task: str, model: str, budget: str, output_root: Path, extra: list[str], resume: str | None = None
+) -> dict[str, Any]:
+    """One `run_align` for `task`; returns its summary. `resume` names a killed run under
+    `output_root` to go on with (its saved config.yaml wins, as with `posttrain align --resume`)."""
     from posttrain.config import AlignConfig, load_config
     from posttrain.pipelines.align import run_align
 
     preset = SMOKE_PRESET if budget == "smoke" else f"align_{task}"
-    name = f"bench-{task}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = resume or f"bench-{task}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = load_config(
         AlignConfig,
         preset=preset,
@@ -94,7 +99,7 @@ def run_task(task: str, model: str, budget: str, output_root: Path, extra: list[
             "run": {"name": name, "output_root": str(output_root)},
         },
     )
-    summary = run_align(cfg)
+    summary = run_align(cfg, resume=resume is not None)
     if summary["status"] != "completed":
         raise SystemExit(f"{task}: align {summary['status']}: {summary.get('error')}")
     return summary
@@ -253,6 +258,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra key=value for both")
     p.add_argument("--output-dir", type=Path, default=Path("runs") / "bench", help="parent of the runs")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="go on with the killed run RUN under --output-dir (one task); runtime_s then counts "
+        "this part only, the run's stages.json has each stage's",
+    )
     return p
 
 
@@ -264,6 +275,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     write here (bench/align_variants.py, tool_sft_variants.py, meetings_direct_variants.py,
     tool_decoding.py, tool_relevance.py), stay as the file had them, each task with its own meta entry."""
     command = "python bench/align_quality.py " + shlex.join(sys.argv[1:])
+    if args.resume and len(args.tasks) != 1:
+        raise SystemExit("--resume goes on with one run: name its task with --tasks")
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     # Only the blocks of the tasks run now are replaced: other tasks' blocks and the records of
     # other benches (variants, decoding, relevance, ...) stay as the file had them.
@@ -282,7 +295,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     for task in args.tasks:
         start = time.perf_counter()
-        summary = run_task(task, args.model, args.budget, args.output_dir, args.overrides)
+        summary = run_task(task, args.model, args.budget, args.output_dir, args.overrides, args.resume)
         meta["runtime_s"][task] = round(time.perf_counter() - start, 1)
         meta["runs"][task] = summary["run_dir"]
         meta["device"] = summary["device"]
@@ -304,6 +317,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             result["dpo_vs_sft"] = dpo_gate(summary)
         else:
             result["meetings"] = meetings_block(summary)
+    if args.resume:
+        meta["resumed"] = args.resume
     kept = {t: old["meta"] for t in TASK_BLOCKS if t not in args.tasks and t in old and "meta" in old}
     result["meta"] = {**meta, "earlier_runs": kept} if kept else meta
     args.out.parent.mkdir(parents=True, exist_ok=True)

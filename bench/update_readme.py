@@ -420,7 +420,8 @@ def _task_meta(r: dict) -> dict[str, dict]:
 def _align_quality(r: dict) -> str:
     runs = "; ".join(
         f"{task}: `{m['command']}` ({m['model']}, budget {m['budget']}, {m['date']}, "
-        f"{m['runtime_s'][task] / 60:.0f} min on {m['torch_threads']} torch threads)"
+        f"{m['runtime_s'][task] / 60:.0f} min on {m['torch_threads']} torch threads"
+        f"{', the part after --resume' if m.get('resumed') else ''})"
         for task, m in sorted(_task_meta(r).items(), reverse=True)
     )
     out = (

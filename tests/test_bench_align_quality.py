@@ -97,3 +97,27 @@ def test_dpo_gate_flags_a_figure_worse_beyond_sfts_ci_in_its_own_direction():
         "ast_accuracy",
         "hallucinated_function_rate",
     ]
+
+
+def test_resume_goes_on_with_the_named_run_of_one_task(tmp_path, monkeypatch):
+    """A bench run killed after hours of training goes on from its partial directory: --resume
+    hands `run_align` that run's name and resume=True, and names one task only."""
+    import pytest
+
+    import posttrain.pipelines.align as align
+
+    bench = _bench()
+    seen = {}
+
+    def run_align(cfg, resume=False):
+        seen.update(name=cfg.run.name, root=cfg.run.output_root, resume=resume)
+        return {"status": "failed", "error": "stopped here"}
+
+    monkeypatch.setattr(align, "run_align", run_align)
+    args = ["--tasks", "tool_use", "--output-dir", str(tmp_path), "--out", str(tmp_path / "aq.json")]
+    with pytest.raises(SystemExit, match="stopped here"):
+        bench.main(bench.make_parser().parse_args([*args, "--resume", "bench-tool_use-small-1"]))
+    assert seen == {"name": "bench-tool_use-small-1", "root": str(tmp_path), "resume": True}
+    with pytest.raises(SystemExit, match="name its task with --tasks"):
+        bench.main(bench.make_parser().parse_args(["--resume", "bench-tool_use-small-1"]))
+    assert not (tmp_path / "aq.json").exists()
