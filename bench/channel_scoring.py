@@ -11,7 +11,13 @@ The two contenders run interleaved, `--rounds` times each (A B A B ...); the JSO
 one's median and min/max seconds, `speedup` is the ratio of the medians, and `max_abs_diff` how
 far apart the two forms' scores are (the same sums over differently shaped batches).
 
-    python bench/channel_scoring.py                      # smollm2-135m -> bench/results/channel_scoring.json
+`policy` does the same for the pairs the argument rerank's policy side scores
+(`user_eval.policy_scorer`): for each request's gold call, its edits that keep its arguments
+(`toolcall.rerank.argument_edits`, calls with more than one), each after the one-tool prompt and
+the reply's Thought; `channel_logprobs` as it is (rows of one prompt read it once) against the
+same with `share_prefixes=False`.
+
+    python bench/channel_scoring.py --requests 30        # smollm2-135m -> bench/results/channel_scoring.json
     python bench/channel_scoring.py --model tiny-random --requests 8 --rounds 1 --out /tmp/cs.json  # smoke
 
 Run it on a quiet machine (the JSON records the load average before and after).
@@ -24,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +66,61 @@ def plain_channel_logprobs(
     return out
 
 
+def interleaved(contenders: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Each contender `rounds` times, interleaved; seconds, the speedup of "channel_logprobs"
+    over "plain" (ratio of medians) and how far apart their scores are."""
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    scores: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            scores[name] = run()
+            seconds[name].append(round(time.perf_counter() - start, 2))
+    diff = max(abs(a - b) for a, b in zip(scores["channel_logprobs"], scores["plain"], strict=True))
+    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    return {
+        "seconds": {
+            n: {"median": medians[n], "min": min(s), "max": max(s), "all": s} for n, s in seconds.items()
+        },
+        "speedup": round(medians["plain"] / medians["channel_logprobs"], 2),
+        "max_abs_diff": round(diff, 6),
+    }
+
+
+def policy_pairs(tok: Any, items: Sequence[Any]) -> tuple[list[str], list[str], int]:
+    """The (prefix, target) pairs `user_eval.policy_scorer` sends its channel for each call
+    item's gold call and its same-argument edits, and how many calls asked."""
+    from functools import partial
+
+    from posttrain.inference import render_prompts
+    from posttrain.tasks.tool_use.scoring import NO_CALL
+    from posttrain.tasks.tool_use.user_eval import gold_turn, policy_scorer
+    from posttrain.toolcall.parse import parse_response
+    from posttrain.toolcall.relevance import last_request
+    from posttrain.toolcall.rerank import argument_edits
+
+    asked = []
+    for i, item in enumerate(items):
+        if item.gold == NO_CALL:
+            continue
+        registry = {t.name: t for t in item.tools}
+        parsed = parse_response(gold_turn(item), registry)
+        tool = registry[parsed.call.name]
+        edits = argument_edits(tool, parsed.call.args, last_request(item.messages))
+        same = [c for c in edits if c.keys() == edits[0].keys()]
+        if len(same) > 1:
+            asked.append((i, tool, parsed.thought or "", same))
+    sent: list[tuple[Sequence[str], Sequence[str]]] = []
+
+    def capture(prefixes: Sequence[str], targets: Sequence[str]) -> list[float]:
+        sent.append((prefixes, targets))
+        return [0.0] * len(prefixes)
+
+    policy_scorer(partial(render_prompts, tok), capture, [item.messages for item in items])(asked)
+    ((prefixes, targets),) = sent
+    return list(prefixes), list(targets), len(asked)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -86,33 +148,36 @@ def main() -> None:
         prefixes += [tool_prefix(t) for t in item.tools] + [NULL_PREFIX]
         targets += [request] * (len(item.tools) + 1)
 
-    contenders = {
-        "channel_logprobs": lambda: channel_logprobs(model, tok, prefixes, targets, args.batch_size),
-        "plain": lambda: plain_channel_logprobs(model, tok, prefixes, targets, args.batch_size),
-    }
     load_before = os.getloadavg()
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    scores: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            scores[name] = run()
-            seconds[name].append(round(time.perf_counter() - start, 2))
-    diff = max(abs(a - b) for a, b in zip(scores["channel_logprobs"], scores["plain"], strict=True))
-    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    gate = interleaved(
+        {
+            "channel_logprobs": lambda: channel_logprobs(model, tok, prefixes, targets, args.batch_size),
+            "plain": lambda: plain_channel_logprobs(model, tok, prefixes, targets, args.batch_size),
+        },
+        args.rounds,
+    )
+    policy_prefixes, policy_targets, calls = policy_pairs(tok, items)
+    policy = interleaved(
+        {
+            "channel_logprobs": lambda: channel_logprobs(
+                model, tok, policy_prefixes, policy_targets, args.batch_size
+            ),
+            "plain": lambda: channel_logprobs(
+                model, tok, policy_prefixes, policy_targets, args.batch_size, share_prefixes=False
+            ),
+        },
+        args.rounds,
+    )
     result = {
-        "command": "python bench/channel_scoring.py",
+        "command": " ".join(["python", "bench/channel_scoring.py", *sys.argv[1:]]),
         "model": args.model,
         "pairs": len(prefixes),
         "requests": len(items),
         "batch_size": args.batch_size,
         "rounds": args.rounds,
         "torch_threads": args.threads,
-        "seconds": {
-            n: {"median": medians[n], "min": min(s), "max": max(s), "all": s} for n, s in seconds.items()
-        },
-        "speedup": round(medians["plain"] / medians["channel_logprobs"], 2),
-        "max_abs_diff": round(diff, 6),
+        **gate,
+        "policy": {"pairs": len(policy_prefixes), "calls": calls, **policy},
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.machine(),

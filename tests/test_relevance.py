@@ -53,6 +53,23 @@ def test_channel_logprobs_match_one_unpadded_pass_whatever_the_batch(tiny):
     assert batched == pytest.approx(alone, abs=1e-4) and alone == pytest.approx(direct, abs=1e-4)
 
 
+def test_rows_sharing_a_long_prefix_score_as_one_unpadded_pass_each(tiny):
+    from posttrain.inference import MIN_SHARED_PREFIX, channel_logprobs
+
+    model, tok = tiny
+    prompt = "System: you call tools. Tool: convert(amount, from_unit, to_unit). " * 4
+    assert len(tok(prompt, add_special_tokens=False)["input_ids"]) > MIN_SHARED_PREFIX
+    targets = ['{"amount":3,"from_unit":"km"}', '{"amount":3}', "", '{"to_unit":"mile","amount":3,"x":1}']
+    prefixes = [prompt] * len(targets) + ["Tool: x\nA request for this tool: "]
+    targets = [*targets, "weather in Oslo"]
+    for batch_size in (2, 16):  # a group split over batches, and one batch
+        shared = channel_logprobs(model, tok, prefixes, targets, batch_size=batch_size)
+        plain = channel_logprobs(model, tok, prefixes, targets, batch_size=batch_size, share_prefixes=False)
+        direct = [_direct(model, tok, p, t) if t else 0.0 for p, t in zip(prefixes, targets, strict=True)]
+        assert shared == pytest.approx(direct, abs=1e-4) and plain == pytest.approx(direct, abs=1e-4)
+        assert shared[2] == 0.0
+
+
 def test_a_tools_score_is_its_gain_over_the_null_tool(tiny):
     from posttrain.inference import channel_logprobs
 
@@ -352,3 +369,52 @@ def test_serve_reranks_arguments_through_the_scorer_it_is_given(tiny_spec, monke
     assert json.loads(out.split("```json\n")[1].split("\n```")[0]) == {"tool": "convert", "args": by_base}
     with pytest.raises(ConfigError, match="rerank scorer trained"):
         run_serve(None, None, port=0, rerank_arguments=True, rerank_scorer="trained")
+
+
+def test_serve_weighs_the_models_own_likelihood_of_the_arguments_in(tiny_spec):
+    """`posttrain serve --rerank-policy-weight` reranks as eval and align do: at a weight that
+    drowns the channel, the served call is the edit keeping the call's arguments that the policy
+    likes best after the one-tool prompt (the request's system prompt left out); without
+    --rerank-arguments the weight is refused before anything loads."""
+    from functools import partial
+
+    from posttrain.errors import ConfigError
+    from posttrain.inference import channel_scorer, render_prompts
+    from posttrain.pipelines.serve import run_serve
+    from posttrain.pipelines.serve_schema import ChatRequest
+    from posttrain.pipelines.serve_service import ChatService
+    from posttrain.tasks.tool_use.user_eval import policy_scorer
+    from posttrain.toolcall import format_call
+    from posttrain.toolcall.rerank import argument_edits
+
+    model, tok = _lora(tiny_spec)
+    tool = Tool(
+        "convert",
+        "Convert an amount between units.",
+        {
+            "type": "object",
+            "properties": {
+                "amount": {"type": "number"},
+                "from_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+                "to_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+            },
+            "required": ["amount", "from_unit", "to_unit"],
+        },
+    )
+    ask = "How many km is 26 mi, or 42 m?"
+    args = {"amount": 42, "from_unit": "km", "to_unit": "mi"}
+    same = [e for e in argument_edits(tool, args, ask) if e.keys() == args.keys()]
+    user = [{"role": "user", "content": ask}]
+    score = policy_scorer(partial(render_prompts, tok), channel_scorer(model, tok), [user])
+    with torch.no_grad():
+        (liked,) = score([(0, tool, "Convert it.", same)])
+    favourite = same[max(range(len(same)), key=liked.__getitem__)]
+    assert favourite != args, "the policy must prefer an edit for this test"
+    request = {"model": "m", "messages": user, "tools": [tool.schema()]}
+    service = ChatService(model, tok, "m", rerank_arguments=True, rerank_policy_weight=1e4)
+    out = service.reranked(
+        service.plan(ChatRequest.model_validate(request)), format_call("Convert it.", "convert", args)
+    )
+    assert json.loads(out.split("```json\n")[1].split("\n```")[0]) == {"tool": "convert", "args": favourite}
+    with pytest.raises(ConfigError, match="add --rerank-arguments"):
+        run_serve(None, None, port=0, rerank_policy_weight=0.5)

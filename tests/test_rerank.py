@@ -319,6 +319,33 @@ def test_the_policy_judges_values_and_swaps_and_the_channel_alone_what_is_added_
     assert parse_response(alone[0][0], {"book_rooms": BOOK}).call.args != swapped
 
 
+def test_a_call_with_no_other_candidate_of_its_arguments_is_not_put_to_the_policy():
+    """Its candidates would all get the call's own likelihood, which moves nothing."""
+    weather = Tool(
+        "weather",
+        "Current weather.",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "metric": {"type": "boolean"}},
+            "required": ["city"],
+        },
+    )
+    request = "Weather in Oslo, in metric units please."
+    reply = format_call("Weather.", "weather", {"city": "Oslo"})
+    candidates = argument_edits(weather, {"city": "Oslo"}, request)
+    assert [c.keys() for c in candidates] == [{"city"}, {"city", "metric"}]
+
+    def policy(calls):
+        raise AssertionError(f"asked about {calls}")
+
+    def flat(prefixes, targets):
+        return [0.0] * len(prefixes)
+
+    assert rerank_replies(flat, [reply], [request], [[weather]], policy, 0.5) == rerank_replies(
+        flat, [reply], [request], [[weather]]
+    )
+
+
 def test_the_policy_scorer_reads_each_candidate_after_the_one_tool_prompt(tiny_spec):
     """`policy_scorer` scores each candidate's arguments as the reply writes them, after the
     conversation with only the called tool offered and the reply's Thought, by the model's own

@@ -35,6 +35,16 @@ RerankScorerOpt = Annotated[
         "trained). posttrain align's evaluation.rerank_scorer.",
     ),
 ]
+RerankPolicyWeightOpt = Annotated[
+    float,
+    typer.Option(
+        "--rerank-policy-weight",
+        min=0.0,
+        help="With --rerank-arguments: also weigh the model's own likelihood of each edit that keeps "
+        "the call's arguments (values, swaps) at this weight; 0 is off. posttrain align's "
+        "evaluation.rerank_policy_weight (0.5 in preset align_tool_use).",
+    ),
+]
 GateKeepOpt = Annotated[
     float,
     typer.Option(
@@ -141,6 +151,7 @@ def serve(
         ),
     ] = False,
     rerank_scorer: RerankScorerOpt = "model",
+    rerank_policy_weight: RerankPolicyWeightOpt = 0.0,
 ) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with JSON-schema constrained output,
     tool calls and streaming; one request at a time, --max-queue more waiting."""
@@ -161,6 +172,7 @@ def serve(
         relevance_gate_keep,
         relevance_adapter,
         rerank_scorer,
+        rerank_policy_weight,
     )
 
 
@@ -224,16 +236,7 @@ def eval_(
         ),
     ] = False,
     rerank_scorer: RerankScorerOpt = "model",
-    rerank_policy_weight: Annotated[
-        float,
-        typer.Option(
-            "--rerank-policy-weight",
-            min=0.0,
-            help="With --rerank-arguments: also weigh the model's own likelihood of each edit that keeps "
-            "the call's arguments (values, swaps) at this weight; 0 is off. posttrain align's "
-            "evaluation.rerank_policy_weight (0.5 in preset align_tool_use).",
-        ),
-    ] = 0.0,
+    rerank_policy_weight: RerankPolicyWeightOpt = 0.0,
 ) -> None:
     """Held-out metrics of a model or adapter on an align task, each with n and a bootstrap 95% CI;
     with --data, on your own tool-use rows."""

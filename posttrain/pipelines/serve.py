@@ -103,6 +103,7 @@ def create_app(
     relevance_gate: RelevanceGate | None = None,
     rerank_arguments: bool = False,
     rerank_scorer: GateScorer = "model",
+    rerank_policy_weight: float = 0.0,
 ) -> FastAPI:
     """The FastAPI app serving `model` (eval mode, e.g. from `load_for_inference`) as `model_name`.
 
@@ -115,7 +116,8 @@ def create_app(
     names an offered tool with schema-valid arguments); `relevance_gate` narrows that grammar to the
     tool the last user turn is about, or to a plain answer under the threshold (`toolcall.relevance`);
     `rerank_arguments` re-reads each returned call's arguments (`toolcall.rerank`) through
-    `rerank_scorer`'s channel (the model's own, its base's, or the trained gate scorer's).
+    `rerank_scorer`'s channel (the model's own, its base's, or the trained gate scorer's), and
+    with `rerank_policy_weight` > 0 also by the model's own likelihood of the edited arguments.
 
     Requests are generated one at a time, `max_queue` more wait (FIFO), the next gets 503 with
     Retry-After; the model is never trained or moved. Run it with uvicorn (`run_serve`), or in a
@@ -132,6 +134,7 @@ def create_app(
         relevance_gate,
         rerank_arguments,
         rerank_scorer,
+        rerank_policy_weight,
     )
     admission = Admission(max_queue)
     watchers: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
@@ -313,6 +316,7 @@ def run_serve(
     relevance_gate_keep: float = 0.9,
     relevance_adapter: Path | None = None,
     rerank_scorer: GateScorer = "model",
+    rerank_policy_weight: float = 0.0,
 ) -> None:
     """Load the model (with the adapter merged) and serve it until Ctrl-C.
 
@@ -326,9 +330,14 @@ def run_serve(
     "base" scores relevance with the adapter off (kept unmerged for it: `load_for_inference`),
     "trained" with an align run's trained scorer (`relevance_adapter`, by default the
     relevance_adapter/ beside `adapter`) loaded beside the model; `rerank_scorer` picks the
-    rerank's channel the same way (trained: the gate's scorer, so it needs that gate).
+    rerank's channel the same way (trained: the gate's scorer, so it needs that gate), and
+    `rerank_policy_weight` weighs the model's own likelihood in (`create_app`).
     """
     check_rerank_scorer(rerank_arguments, rerank_scorer, relevance_gate_scorer, relevance_gate)
+    if rerank_policy_weight and not rerank_arguments:
+        raise ConfigError("--rerank-policy-weight weighs the argument rerank: add --rerank-arguments")
+    if rerank_policy_weight < 0:
+        raise ConfigError(f"--rerank-policy-weight must be 0 or more, got {rerank_policy_weight}")
     scorer_dir = gate_scorer_adapter(relevance_gate_scorer, adapter, relevance_adapter, relevance_gate)
     tool_prompt = serve_tool_prompt(adapter, tool_prompt)
     if constrain_tools and tool_prompt == "chat_template":
@@ -364,7 +373,16 @@ def run_serve(
         if relevance_gate is not None:
             gate = _gate(relevance_gate, llm, tok, console, relevance_gate_scorer, relevance_gate_keep)
         app = create_app(
-            llm, tok, name, tool_prompt, max_queue, constrain_tools, gate, rerank_arguments, rerank_scorer
+            llm,
+            tok,
+            name,
+            tool_prompt,
+            max_queue,
+            constrain_tools,
+            gate,
+            rerank_arguments,
+            rerank_scorer,
+            rerank_policy_weight,
         )
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         what = f"{base} + adapter {adapter}" if adapter is not None else base

@@ -81,7 +81,9 @@ class ChatService:
     "auto" turn to the offered tool the last user turn is about, or to a plain answer
     (`toolcall.relevance`); `rerank_arguments` re-reads each call's arguments before it is
     returned (`toolcall.rerank`; Thought→Action only) through `rerank_scorer`'s channel: the
-    served model's, its base model's with the adapter off, or the trained gate scorer's.
+    served model's, its base model's with the adapter off, or the trained gate scorer's; with
+    `rerank_policy_weight` > 0 the served model's own likelihood of the edits that keep the call's
+    arguments weighs in too (`tasks.tool_use.user_eval.policy_scorer`, as in eval and align).
     """
 
     def __init__(
@@ -94,9 +96,11 @@ class ChatService:
         relevance_gate: RelevanceGate | None = None,
         rerank_arguments: bool = False,
         rerank_scorer: GateScorer = "model",
+        rerank_policy_weight: float = 0.0,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.rerank, self.rerank_scorer = rerank_arguments, rerank_scorer
+        self.rerank_policy_weight = rerank_policy_weight
         self.tool_prompt, self.constrain_tools = tool_prompt, constrain_tools
         self.gate = relevance_gate
         self.chat_format: ChatToolFormat | None = (
@@ -280,13 +284,22 @@ class ChatService:
 
     def reranked(self, plan: Plan, text: str) -> str:
         """`text` with its call's arguments re-read by the model (unchanged when not a call)."""
-        from posttrain.inference import gate_channel  # torch: not before the server binds
+        from posttrain.inference import channel_scorer, gate_channel, render_prompts  # torch: after binding
+        from posttrain.tasks.tool_use.user_eval import policy_scorer
 
         if plan.registry is None:
             return text
         channel = gate_channel(self.model, self.tokenizer, self.rerank_scorer)
         tools = [list(plan.registry.values())]
-        (out,), _ = rerank_replies(channel, [text], [last_request(plan.messages)], tools)
+        policy = None
+        if self.rerank_policy_weight > 0:
+            # the policy's prompt offers the called tool alone, in place of the tool system prompt
+            turns = [m for m in plan.messages if m["role"] != "system"]
+            render = partial(render_prompts, self.tokenizer)
+            policy = policy_scorer(render, channel_scorer(self.model, self.tokenizer), [turns])
+        (out,), _ = rerank_replies(
+            channel, [text], [last_request(plan.messages)], tools, policy, self.rerank_policy_weight
+        )
         return out
 
     def complete(self, plan: Plan, cancel: threading.Event | None = None) -> dict[str, Any]:

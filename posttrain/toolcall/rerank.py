@@ -45,8 +45,10 @@ Over every candidate it also adds optional arguments nobody asked for, so it jud
 candidates that keep the call's own arguments (values, swaps) and whether to add or drop one stays
 the channel's. On 100 validation and 100 training-family calls, then 200 + 200 fresh ones, of
 400-row SFT adapters: 66 -> 70 and 65 -> 65, then 110 -> 112 and 104 -> 108 of 200 calls right
-(bench/tool_rerank_judges.py, variants `rerank_judges` and `rerank_judges_fresh`), at about
-twice the rerank's scoring time, since the policy reads the whole prompt for each candidate.
+(bench/tool_rerank_judges.py, variants `rerank_judges` and `rerank_judges_fresh`). Reading the
+whole prompt for each candidate, it took about twice the rerank's scoring time there;
+`inference.channel_logprobs` now reads a prompt its candidates share once (3.13x faster on
+those pairs, bench/channel_scoring.py).
 """
 
 from __future__ import annotations
@@ -382,17 +384,23 @@ def _policy_terms(
     policy: PolicyScore, calls: Sequence[tuple[Tool, Any, list[dict[str, Any]]] | None]
 ) -> list[list[float]]:
     """Per call, the policy's likelihood of each candidate that keeps the call's own arguments,
-    and the call's own likelihood for one that adds or drops an argument (`rerank_replies`)."""
+    and the call's own likelihood for one that adds or drops an argument (`rerank_replies`).
+    A call whose only such candidate is itself gives every candidate the same term, so it is not
+    asked and gets 0.0 (a sixth of the calls of bench/tool_rerank_judges.py's fresh draws)."""
     asked = []
     for i, call in enumerate(calls):
         if call is not None:
             tool, parsed, candidates = call
             same = [c for c in candidates if c.keys() == candidates[0].keys()]
-            asked.append((i, tool, parsed.thought or "", same))
+            if len(same) > 1:
+                asked.append((i, tool, parsed.thought or "", same))
     found = iter(policy(asked) if asked else [])
     out = []
     for call in filter(None, calls):
         candidates = call[2]
+        if sum(c.keys() == candidates[0].keys() for c in candidates) < 2:
+            out.append([0.0] * len(candidates))
+            continue
         liked = iter(next(found))
         own = [next(liked) if c.keys() == candidates[0].keys() else None for c in candidates]
         out.append([own[0] if x is None else x for x in own])
