@@ -24,6 +24,22 @@ _CITY = {
     "required": ["city"],
 }
 TOOLS = [Tool("get_weather", "Current weather.", _CITY), Tool("get_time", "Local time.", _CITY)]
+# A call serve's rerank may rewrite: two units of one enum to swap, and the request's other numbers.
+CONVERT = Tool(
+    "convert",
+    "Convert an amount between units.",
+    {
+        "type": "object",
+        "properties": {
+            "amount": {"type": "number"},
+            "from_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+            "to_unit": {"type": "string", "enum": ["km", "mi", "m"]},
+        },
+        "required": ["amount", "from_unit", "to_unit"],
+    },
+)
+CONVERT_ASK = "How many km is 26 mi, or 42 m?"
+CONVERT_CALL = {"amount": 42, "from_unit": "km", "to_unit": "mi"}
 
 
 @pytest.fixture(scope="module")
@@ -335,21 +351,7 @@ def test_serve_reranks_arguments_through_the_scorer_it_is_given(tiny_spec, monke
     monkeypatch.setattr(rerank, "UNGROUNDED_PENALTY", 0.0)
 
     model, tok = _lora(tiny_spec)
-    tool = Tool(
-        "convert",
-        "Convert an amount between units.",
-        {
-            "type": "object",
-            "properties": {
-                "amount": {"type": "number"},
-                "from_unit": {"type": "string", "enum": ["km", "mi", "m"]},
-                "to_unit": {"type": "string", "enum": ["km", "mi", "m"]},
-            },
-            "required": ["amount", "from_unit", "to_unit"],
-        },
-    )
-    ask = "How many km is 26 mi, or 42 m?"
-    args = {"amount": 42, "from_unit": "km", "to_unit": "mi"}
+    tool, ask, args = CONVERT, CONVERT_ASK, CONVERT_CALL
     edits = argument_edits(tool, args, ask)
 
     def best(channel_model) -> dict:
@@ -388,21 +390,7 @@ def test_serve_weighs_the_models_own_likelihood_of_the_arguments_in(tiny_spec):
     from posttrain.toolcall.rerank import argument_edits
 
     model, tok = _lora(tiny_spec)
-    tool = Tool(
-        "convert",
-        "Convert an amount between units.",
-        {
-            "type": "object",
-            "properties": {
-                "amount": {"type": "number"},
-                "from_unit": {"type": "string", "enum": ["km", "mi", "m"]},
-                "to_unit": {"type": "string", "enum": ["km", "mi", "m"]},
-            },
-            "required": ["amount", "from_unit", "to_unit"],
-        },
-    )
-    ask = "How many km is 26 mi, or 42 m?"
-    args = {"amount": 42, "from_unit": "km", "to_unit": "mi"}
+    tool, ask, args = CONVERT, CONVERT_ASK, CONVERT_CALL
     same = [e for e in argument_edits(tool, args, ask) if e.keys() == args.keys()]
     user = [{"role": "user", "content": ask}]
     score = policy_scorer(partial(render_prompts, tok), channel_scorer(model, tok), [user])

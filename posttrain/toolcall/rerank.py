@@ -387,18 +387,19 @@ def _policy_terms(
     and the call's own likelihood for one that adds or drops an argument (`rerank_replies`).
     A call whose only such candidate is itself gives every candidate the same term, so it is not
     asked and gets 0.0 (46 of 379 calls of bench/tool_rerank_judges.py's fresh draws)."""
-    asked = []
+    asked, judged = [], []
     for i, call in enumerate(calls):
         if call is not None:
             tool, parsed, candidates = call
             same = [c for c in candidates if c.keys() == candidates[0].keys()]
-            if len(same) > 1:
+            judged.append(len(same) > 1)
+            if judged[-1]:
                 asked.append((i, tool, parsed.thought or "", same))
     found = iter(policy(asked) if asked else [])
     out = []
-    for call in filter(None, calls):
+    for call, ask in zip(filter(None, calls), judged, strict=True):
         candidates = call[2]
-        if sum(c.keys() == candidates[0].keys() for c in candidates) < 2:
+        if not ask:
             out.append([0.0] * len(candidates))
             continue
         liked = iter(next(found))
