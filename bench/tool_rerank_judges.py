@@ -16,7 +16,13 @@ ungrounded value, `toolcall.rerank` as it is):
   candidate's arguments after a prompt offering only the called tool (the SFT format), added
   to the channel's score: the reviewer plus the coder of Coder-Reviewer reranking; `valuesNN`
   the same, but a candidate that adds or drops an argument gets the model's own call's
-  likelihood, so the policy judges values and swaps and the channel alone what is added.
+  likelihood, so the policy judges values and swaps and the channel alone what is added;
+- `spansNN`: `valuesNN` with more edits of each free string the request contains: one word
+  longer or shorter at either end, without a possessive's "'s", and the whole sentence it sits
+  in ("dentist" -> "Dentist appointment", "Booking HX-10394" -> "HX-10394", "late" -> the
+  review it was cut from); `spanspolNN` the same, but a span edit is given the call's own channel
+  score, so the policy alone tells it from the call (the channel prefers whichever span copies
+  more of the request).
 
 Same SFT adapter and cached greedy calls as bench/tool_rerank_additions.py (constrained,
 ungated, requests that need a call): validation families (seed 2100) and fresh training-family
@@ -32,6 +38,7 @@ made on.
 """
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -93,10 +100,48 @@ def contained_edits(tool: Tool, args: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in out if not validate_args(tool.parameters, e)]
 
 
+_PUNCT = ".,;:!?\"'()"
+
+
+def _clean(text: str) -> str:
+    """`text` without the punctuation around it or a possessive's "'s"."""
+    return re.sub(r"'s$", "", text.strip(_PUNCT)).strip(_PUNCT)
+
+
+def span_edits(tool: Tool, args: dict[str, Any], request: str) -> list[dict[str, Any]]:
+    """The `spans` arm's edits: each free string found among the request's words, one word
+    longer or shorter at either end, and the whole sentence (or the text after a colon or
+    question) it sits in, each in the request's own casing."""
+    words = request.split()
+    bare = [_clean(w).lower() for w in words]
+    props = tool.parameters.get("properties", {})
+    out = []
+    for name, value in args.items():
+        spec = props.get(name, {})
+        if not isinstance(value, str) or "enum" in spec or not value.split():
+            continue
+        size = len(value.split())
+        target = [_clean(w).lower() for w in value.split()]
+        starts = [i for i in range(len(words) - size + 1) if bare[i : i + size] == target]
+        if _clean(value) != value:
+            out.append(dict(args) | {name: _clean(value)})
+        for i in starts[:1]:
+            spans = [(i - 1, i + size), (i, i + size + 1), (i + 1, i + size), (i, i + size - 1)]
+            for a, b in spans:
+                if 0 <= a < b <= len(words):
+                    out.append(dict(args) | {name: _clean(" ".join(words[a:b]))})
+            for piece in re.split(r"(?<=[.?!:])\s+", request):
+                if value.lower() in piece.lower() and _clean(piece) != value:
+                    out.append(dict(args) | {name: _clean(piece)})
+    return [e for e in out if not validate_args(tool.parameters, e)]
+
+
 def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base, policy, tok) -> list[str]:
     """`replies` reranked the way `arm` judges (module docstring)."""
-    values_only = arm.startswith("values")
-    weight = int(arm.removeprefix("values").removeprefix("policy") or 0) / 100 if arm[-1].isdigit() else 0.0
+    values_only = arm.startswith(("values", "spans"))
+    spans_by_policy = arm.startswith("spanspol")
+    digits = arm.removeprefix("values").removeprefix("policy").removeprefix("spanspol").removeprefix("spans")
+    weight = int(digits or 0) / 100 if arm[-1].isdigit() else 0.0
     prefix = described_prefix if arm == "described" else rerank.call_prefix
     calls = []
     for reply, item, row in zip(replies, items, rows, strict=True):
@@ -110,10 +155,13 @@ def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base
         candidates = rerank.argument_edits(tool, parsed.call.args, request)
         if arm == "contained":
             candidates += [e for e in contained_edits(tool, parsed.call.args) if e not in candidates]
-        calls.append((tool, parsed, candidates, request, row))
+        spans = []
+        if arm.startswith("spans"):
+            spans = [e for e in span_edits(tool, parsed.call.args, request) if e not in candidates]
+        calls.append((tool, parsed, candidates + spans, request, row, len(candidates)))
     pairs, policy_pairs = [], []
     for call in filter(None, calls):
-        tool, parsed, candidates, request, row = call
+        tool, parsed, candidates, request, row, _ = call
         pairs += [(prefix(tool, c), request) for c in candidates]
         if weight:
             spec = next(s for s in row["tools"] if s["function"]["name"] == tool.name)
@@ -133,16 +181,19 @@ def rerank_arm(arm: str, replies: list[str], rows: list[dict], items: list, base
         if call is None:
             out.append(reply)
             continue
-        tool, parsed, candidates, request, _ = call
+        tool, parsed, candidates, request, _, edits = call
         liked = [0.0] * len(candidates)
         if weight:  # with values_only, an argument added or dropped is the channel's call alone
             same = [not values_only or c.keys() == candidates[0].keys() for c in candidates]
             liked = [next(own) if kept else 0.0 for kept in same]
             liked = [x if kept else liked[0] for x, kept in zip(liked, same, strict=True)]
-        scores = []
-        for c, x in zip(candidates, liked, strict=True):
+        scores, heard = [], []
+        for i, (c, x) in enumerate(zip(candidates, liked, strict=True)):
             grounding = rerank.ungrounded(tool, c, request) + (contained(c) if arm == "contained" else 0)
-            scores.append(next(channel) - rerank.UNGROUNDED_PENALTY * grounding + weight * x)
+            heard.append(next(channel))
+            if spans_by_policy and i >= edits:  # a span edit: the policy alone tells it from the call
+                heard[-1] = heard[0]
+            scores.append(heard[-1] - rerank.UNGROUNDED_PENALTY * grounding + weight * x)
         best = max(range(len(candidates)), key=scores.__getitem__)
         out.append(reply if best == 0 else format_call(parsed.thought or "", tool.name, candidates[best]))
     return out

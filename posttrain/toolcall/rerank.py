@@ -49,6 +49,13 @@ the channel's. On 100 validation and 100 training-family calls, then 200 + 200 f
 whole prompt for each candidate, it took about twice the rerank's scoring time there;
 `inference.channel_logprobs` now reads a prompt its candidates share once (3.13x faster on
 those pairs, bench/channel_scoring.py).
+
+What is left is mostly out of the edits' reach, and what is in reach the two scores cannot
+tell apart. On those 200 + 200 fresh calls some candidate is right for 128 and 123 (the judge
+picks 112 and 108), and none of 576 linear mixes of the scores passes 112 on validation. Span
+edits of free strings ("dentist" -> "Dentist appointment") would reach 0 and 5 more calls and,
+judged by the channel, lose 61 on validation families, since it prefers whichever span copies
+more of the request (bench/tool_rerank_reach.py, variants `rerank_reach`, `rerank_span_edits`).
 """
 
 from __future__ import annotations
